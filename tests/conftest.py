@@ -1,0 +1,52 @@
+"""Shared test fixtures.
+
+- ``shared_data``: the real benchmark files in ``../shared/data`` (never copied into the project).
+- ``tiny_model``: the built-in random ``tiny-llama`` (built from a config, loaded with from_pretrained).
+- ``world``: one tiny toy world per test run (cached under $XKE_CACHE), the model every editing test uses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("XKE_CACHE", str(REPO / ".xke-cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("XKE_TEST_THREADS", "1")))
+
+
+def _find_shared_data() -> Path | None:
+    for cand in (REPO.parent / "shared" / "data", REPO / "shared" / "data"):
+        if (cand / "bizsre" / "test.json").exists():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    p = _find_shared_data()
+    if p is None:
+        pytest.skip("../shared/data not present (benchmark files are read from there, never copied)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from xke.models.loading import load_model
+    return load_model("tiny-llama", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def world():
+    """Directory of the tiny toy world (world.json, cases.jsonl, model/, report.json)."""
+    from xke.world.build import build_world
+    return build_world(preset="tiny", seed=0)

@@ -1,0 +1,157 @@
+"""The one schema every part of xke uses for edits.
+
+An :class:`EditCase` is one fact edit seen in several languages; each language
+has a :class:`LangView`. Loaders produce cases, methods receive
+:class:`EditRequest` objects, and the evaluation runner asks :class:`Query`
+objects. Nothing downstream reads benchmark files directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+from ..errors import DataError
+from .languages import normalize_lang
+
+PromptStyle = Literal["question", "cloze"]
+QueryKind = Literal["reliability", "generality", "locality", "portability"]
+QUERY_KINDS: tuple[str, ...] = ("reliability", "generality", "locality", "portability")
+
+
+@dataclass
+class LangView:
+    """One language's rendering of an edit.
+
+    ``prompt`` is the edit prompt (a question, or a cloze statement when
+    ``style == "cloze"``); ``target_new`` the new answer; ``target_old`` the
+    original answer when known. ``paraphrases`` test generality,
+    ``locality_prompt``/``locality_answer`` an unrelated fact (the answer is the
+    dataset's reference; metrics compare against the model's own pre-edit
+    answer), ``portability_prompt``/``portability_answer`` a question whose
+    answer follows from the edit.
+    """
+
+    subject: str
+    prompt: str
+    target_new: str
+    target_old: str | None = None
+    paraphrases: list[str] = field(default_factory=list)
+    locality_prompt: str | None = None
+    locality_answer: str | None = None
+    portability_prompt: str | None = None
+    portability_answer: str | None = None
+    style: PromptStyle = "question"
+
+
+@dataclass
+class Provenance:
+    """Where a case came from: file and 0-based record index (or 1-based line for JSONL)."""
+
+    file: str
+    row: int
+
+
+@dataclass
+class EditCase:
+    """One fact edit in several languages, keyed by xke language code."""
+
+    case_id: str
+    views: dict[str, LangView]
+    provenance: Provenance | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.views)
+
+    def view(self, lang: str) -> LangView:
+        """The view in ``lang``; a clear error if the case lacks it."""
+        lang = normalize_lang(lang)
+        if lang not in self.views:
+            where = f" ({self.provenance.file}, record {self.provenance.row})" if self.provenance else ""
+            raise DataError(f"case {self.case_id!r}{where} has no '{lang}' view; it has {self.languages}")
+        return self.views[lang]
+
+    def request(self, lang: str) -> "EditRequest":
+        """The edit request for editing in ``lang``."""
+        v = self.view(lang)
+        return EditRequest(case_id=self.case_id, lang=normalize_lang(lang), prompt=v.prompt,
+                           target_new=v.target_new, subject=v.subject, target_old=v.target_old,
+                           style=v.style)
+
+    def queries(self, lang: str) -> list["Query"]:
+        """All evaluation queries of this case in test language ``lang``."""
+        v = self.view(lang)
+        lang = normalize_lang(lang)
+        out = [Query(self.case_id, lang, "reliability", v.prompt, v.target_new, style=v.style)]
+        out += [Query(self.case_id, lang, "generality", p, v.target_new, style=v.style, index=i)
+                for i, p in enumerate(v.paraphrases)]
+        if v.locality_prompt:
+            out.append(Query(self.case_id, lang, "locality", v.locality_prompt, v.locality_answer or "",
+                             style="question"))
+        if v.portability_prompt and v.portability_answer:
+            out.append(Query(self.case_id, lang, "portability", v.portability_prompt, v.portability_answer,
+                             style="question"))
+        return out
+
+    # --- xke's own JSONL format -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"case_id": self.case_id,
+                             "views": {k: _view_to_dict(v) for k, v in self.views.items()}}
+        if self.meta:
+            d["meta"] = self.meta
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+def _view_to_dict(v: LangView) -> dict[str, Any]:
+    d = dataclasses.asdict(v)
+    return {k: val for k, val in d.items() if val not in (None, [])}
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One edit handed to a method: make ``prompt`` (about ``subject``) answer ``target_new``."""
+
+    case_id: str
+    lang: str
+    prompt: str
+    target_new: str
+    subject: str
+    target_old: str | None = None
+    style: PromptStyle = "question"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One evaluation question: ``prompt`` in language ``lang`` whose reference answer is ``target``.
+
+    For locality the reference used by metrics is the model's pre-edit answer;
+    ``target`` holds the dataset's answer for the record only.
+    """
+
+    case_id: str
+    lang: str
+    kind: str
+    prompt: str
+    target: str
+    style: PromptStyle = "question"
+    index: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.case_id}|{self.lang}|{self.kind}|{self.index}"
+
+
+def cases_languages(cases: Iterable[EditCase]) -> dict[str, int]:
+    """Count of cases per language."""
+    counts: dict[str, int] = {}
+    for c in cases:
+        for lang in c.views:
+            counts[lang] = counts.get(lang, 0) + 1
+    return counts

@@ -1,0 +1,1 @@
+"""Model loading, prompt formatting and per-architecture layer names."""
