@@ -1,0 +1,113 @@
+"""``xke eval``, ``xke report`` and ``xke demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EVAL_EPILOG = """examples:
+  xke eval --model tiny-llama --method none --bench mzsre --data ../shared/data/mzsre/test \\
+      --edit-lang en --test-langs en,zh,de --limit 50 --out runs/none-en
+  xke eval --model world --method memit --bench jsonl --data WORLD/cases.jsonl --split heldout \\
+      --edit-lang mix --test-langs en,zh --protocol batch --batch-size 10 --save-deltas --out runs/memit-mix
+
+Rerunning the same command into the same --out resumes where it stopped.
+Writes OUT/spec.json, OUT/cases.jsonl (streamed), OUT/metrics.json, OUT/report.md, OUT/heatmap.png."""
+
+
+def register(sub, groups) -> None:
+    from ..methods.base import METHOD_MODULES
+
+    p = sub.add_parser("eval", help="evaluate an editing method on a benchmark (resumable)",
+                       description="Edit a model with a method and evaluate reliability, generality, locality "
+                                   "and portability in every test language.",
+                       epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="local Hugging Face model directory, a built-in tiny config (tiny-llama, ...), "
+                        "'world' (the default toy-world model) or 'world:DIR'")
+    p.add_argument("--method", default="none", help=f"editing method: {', '.join(METHOD_MODULES)} (default: none)")
+    p.add_argument("--bench", default="jsonl", help="bizsre, mzsre, clm or jsonl (xke's own format; default)")
+    p.add_argument("--data", required=True, help="benchmark file or folder")
+    p.add_argument("--edit-lang", default="en", help="language the edits are made in, or 'mix' (zh and en at once)")
+    p.add_argument("--test-langs", default="en", help="comma-separated test languages (default: en)")
+    p.add_argument("--protocol", choices=["single", "batch", "sequential"], default="single",
+                   help="single: edit one case, evaluate, restore; batch: N edits together; "
+                        "sequential: edits accumulate, evaluate at the end")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="cases per batch (batch protocol) or per sequential step (default 1)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases (after --split)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--config", default=None, help="YAML with method options (its 'method:' section or the whole file)")
+    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    p.add_argument("--split", choices=["train", "heldout", "all"], default="all",
+                   help="select cases by meta.split (toy-world cases.jsonl; default all)")
+    p.add_argument("--mode", choices=["gold", "retrieve"], default="gold",
+                   help="in-context methods: put the case's own edit in context (gold) or retrieve from memory")
+    p.add_argument("--save-deltas", action="store_true",
+                   help="write OUT/deltas.safetensors (sum over batches of each edited matrix's change) + deltas.json")
+    p.add_argument("--save-edited", default=None, metavar="DIR",
+                   help="save the edited model (save_pretrained + tokenizer) at the end of a batch/sequential run")
+    p.add_argument("--eval-after-each", action="store_true",
+                   help="sequential: also evaluate each case right after its own edit")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--template", choices=["auto", "chat", "plain"], default="auto",
+                   help="prompt format: the tokenizer's chat template, plain 'Q: ... A:', or auto")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="greedy generation length limit (default 16)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("report", help="merge evaluation runs into one table (and heatmap)",
+                       description="Merge the metrics.json of several `xke eval` output directories into one "
+                                   "X-KDE-Table-1-style report (tf_acc and F1 tables, CLM-Bench scores, heatmap).")
+    r.add_argument("dirs", nargs="+", help="output directories of xke eval")
+    r.add_argument("--out", default=None, help="write report.md, runs.json and heatmap.png here")
+    r.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("demo", help="evaluate every available method on the toy world (README's first command)",
+                       description="Build (or reuse) the toy world, then evaluate every available editing method "
+                                   "on its held-out edit cases (edit in en, test en and zh, single protocol) "
+                                   "and print the paper-style table.")
+    d.add_argument("--out", default=None, help="output directory (default: runs/demo)")
+    d.add_argument("--n", type=int, default=40, help="number of edit cases (default 40)")
+    d.add_argument("--preset", default="default", help="toy-world preset (default: default; tests use tiny)")
+    d.add_argument("--methods", default=None, help="comma-separated methods (default: every available one)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+
+
+def cmd_eval(args) -> int:
+    from .runner import run_eval, spec_from_args
+
+    spec = spec_from_args(args)
+    m = run_eval(spec, progress=not args.quiet)
+    _print_summary(m, spec.out)
+    return 0
+
+
+def _print_summary(m: dict, out: str) -> None:
+    from .report import render_tables
+
+    print(render_tables([dict(m, _spec={})], ("tf_acc", "f1")))
+    if m.get("clm"):
+        print("clm:", json.dumps(m["clm"]))
+    print(f"avg (tf_acc) = {m['avg']}; n_cases = {m['n_cases']}; results in {out}")
+
+
+def cmd_report(args) -> int:
+    from .report import merge_runs
+
+    md, written = merge_runs(args.dirs, args.out)
+    print(md)
+    for p in written:
+        print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+
+    methods = [s.strip() for s in args.methods.split(",") if s.strip()] if args.methods else None
+    run_demo(out=args.out, n=args.n, preset=args.preset, methods=methods, progress=not args.quiet)
+    return 0

@@ -1,0 +1,565 @@
+"""The evaluation runner behind ``xke eval``: protocols, resume, metrics.json.
+
+:func:`run_eval` takes an :class:`EvalSpec` and
+
+1. loads the cases (``load_bench``; ``--split`` and ``--limit`` applied), the
+   model (unless one is passed in) and the method;
+2. computes the pre-edit answers of every locality question once, with the
+   unedited model and the plain prompt, before any edit (they are the
+   reference of locality), and stores them in ``cases.jsonl``;
+3. runs a protocol:
+
+   - ``single``: apply one case's request(s), evaluate its queries in every
+     test language, restore;
+   - ``batch``: apply the requests of ``batch_size`` cases together, evaluate
+     them all, restore;
+   - ``sequential``: apply the cases one group (``batch_size`` cases) after
+     another without restoring, evaluate every case at the end (and with
+     ``eval_after_each`` right after its own edit too); the edits are undone
+     at the very end so a model passed in comes back unchanged;
+
+4. aggregates ``metrics.json`` (percent, two decimals) and writes
+   ``report.md`` and ``heatmap.png`` (:mod:`xke.eval.report`).
+
+``--edit-lang mix`` edits each case in zh and en at once (two requests per case).
+
+Resume: every finished unit (a case for single, a batch for batch, a chunk of
+final evaluations for sequential) is appended to ``cases.jsonl``, flushed and
+fsync'd. Rerunning the same spec into the same ``out`` skips finished units;
+for sequential the earlier edits are re-applied (without evaluation) first.
+Units are fixed in advance and every edit is seeded by its unit index, so an
+interrupted and resumed run ends with the same metrics as an uninterrupted one.
+A different spec in an existing ``out`` is refused with the differing fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal, Sequence
+
+import torch
+
+from ..config import from_dict
+from ..errors import ConfigError, DataError, XkeError
+
+PROTOCOLS = ("single", "batch", "sequential")
+SPLITS = ("train", "heldout", "all")
+#: cases per chunk of pre-edit answers and of sequential final evaluation (fixed, so resume batches identically)
+CHUNK = 16
+
+
+@dataclass
+class EvalSpec:
+    """Everything that defines one evaluation run (the options of ``xke eval``).
+
+    ``out`` is where results go; ``save_edited``, ``device`` and ``progress``
+    do not change results and may differ on resume. ``method_overrides`` are
+    extra method options (merged after ``config``).
+    """
+
+    model: str
+    out: str
+    method: str = "none"
+    bench: str = "jsonl"
+    data: str = ""
+    edit_lang: str = "en"
+    test_langs: list[str] = field(default_factory=lambda: ["en"])
+    protocol: Literal["single", "batch", "sequential"] = "single"
+    batch_size: int = 1
+    limit: int | None = None
+    seed: int = 0
+    config: str | None = None
+    split: Literal["train", "heldout", "all"] = "all"
+    mode: Literal["gold", "retrieve"] = "gold"
+    save_deltas: bool = False
+    save_edited: str | None = None
+    eval_after_each: bool = False
+    dtype: str = "auto"
+    device: str = "auto"
+    template: Literal["auto", "chat", "plain"] = "auto"
+    max_new_tokens: int = 16
+    token_budget: int = 8192
+    method_overrides: dict[str, Any] = field(default_factory=dict)
+
+    #: fields that may change between a run and its resumption
+    NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out", "save_edited", "device")
+
+    def validate(self) -> None:
+        from ..data.languages import normalize_lang, parse_langs
+
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {self.protocol!r}; use one of {', '.join(PROTOCOLS)}")
+        if self.split not in SPLITS:
+            raise ConfigError(f"unknown split {self.split!r}; use one of {', '.join(SPLITS)}")
+        if self.mode not in ("gold", "retrieve"):
+            raise ConfigError(f"unknown mode {self.mode!r}; use gold or retrieve")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not self.out:
+            raise ConfigError("no output directory given (--out DIR)")
+        if self.protocol == "single" and self.batch_size != 1:
+            raise ConfigError("--batch-size applies to the batch and sequential protocols; single edits one case")
+        if self.save_edited and self.protocol == "single":
+            raise ConfigError("--save-edited needs --protocol batch or sequential (single restores after every case)")
+        if self.eval_after_each and self.protocol != "sequential":
+            raise ConfigError("--eval-after-each applies to --protocol sequential only")
+        if isinstance(self.test_langs, str):
+            self.test_langs = parse_langs(self.test_langs)
+        else:
+            self.test_langs = parse_langs(list(self.test_langs))
+        self.edit_lang = "mix" if str(self.edit_lang).strip().lower() == "mix" else normalize_lang(self.edit_lang)
+
+    @property
+    def edit_langs(self) -> list[str]:
+        """Languages of the requests of one case (``["zh", "en"]`` for mix)."""
+        return ["zh", "en"] if self.edit_lang == "mix" else [self.edit_lang]
+
+    def identity(self) -> dict[str, Any]:
+        """The spec as it must match on resume."""
+        d = self.to_dict()
+        for k in self.NON_IDENTITY:
+            d.pop(k, None)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "eval spec") -> "EvalSpec":
+        """Build and validate a spec from a mapping (e.g. one entry of an experiment YAML)."""
+        return from_dict(cls, data, source=source)
+
+
+# ------------------------------------------------------------------------------- results file
+class ResultsFile:
+    """``cases.jsonl``: typed JSON lines appended with flush + fsync; a torn last line is dropped on open."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        if path.exists():
+            raw = path.read_bytes()
+            good = 0
+            for line in raw.split(b"\n")[:-1]:  # the last piece is b"" or a torn line
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+                good += len(line) + 1
+            if good != len(raw):  # torn or garbage tail from a killed run: cut it off
+                with open(path, "r+b") as f:
+                    f.truncate(good)
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        self._fh.write(text)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.records.extend(records)
+
+    def of_type(self, t: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("type") == t]
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _check_spec(out: Path, spec: EvalSpec) -> None:
+    p = out / "spec.json"
+    ident = spec.identity()
+    if p.exists():
+        try:
+            old = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p} is not valid JSON ({e}); delete it or use another --out") from e
+        old_ident = {k: v for k, v in old.items() if k not in spec.NON_IDENTITY}
+        diff = sorted(k for k in set(old_ident) | set(ident) if old_ident.get(k) != ident.get(k))
+        if diff:
+            parts = [f"{k}: {old_ident.get(k)!r} -> {ident.get(k)!r}" for k in diff]
+            raise ConfigError(f"{out} holds results of a different run ({'; '.join(parts)}); "
+                              "use another --out, or delete the directory to start over")
+    else:
+        tmp = p.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(spec.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, p)
+
+
+# ------------------------------------------------------------------------------- cases
+def load_cases(spec: EvalSpec) -> list:
+    """The cases of a spec: loaded with the languages needed, split-filtered, limited."""
+    from ..data.loaders import load_bench
+
+    need = list(dict.fromkeys(spec.edit_langs + list(spec.test_langs)))
+    cases = list(load_bench(spec.bench, spec.data, langs=need,
+                            limit=spec.limit if spec.split == "all" else None))
+    if spec.split != "all":
+        if not any(isinstance(c.meta, dict) and "split" in c.meta for c in cases):
+            raise DataError(f"--split {spec.split}: the cases have no split marks (meta.split); use --split all",
+                            path=spec.data)
+        cases = [c for c in cases if c.meta.get("split") == spec.split]
+        if spec.limit:
+            cases = cases[:spec.limit]
+    if not cases:
+        raise DataError("no cases to evaluate" + (f" in split {spec.split!r}" if spec.split != "all" else ""),
+                        path=spec.data)
+    for c in cases:
+        missing = [lang for lang in need if lang not in c.views]
+        if missing:
+            prov = f" (record {c.provenance.row})" if c.provenance else ""
+            raise DataError(f"case {c.case_id!r}{prov} has no view in {missing}; it has {c.languages}",
+                            path=spec.data)
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        raise DataError("case ids are not unique; results could not be matched to cases", path=spec.data)
+    return cases
+
+
+# ------------------------------------------------------------------------------- evaluation
+class Evaluator:
+    """Scores cases' queries with the current (edited) model through a method's prompts."""
+
+    def __init__(self, engine, method, formatter, tokenizer, test_langs: Sequence[str]):
+        self.engine = engine
+        self.method = method
+        self.formatter = formatter
+        self.tok = tokenizer
+        self.test_langs = list(test_langs)
+
+    def tokenize(self, s: str) -> list[int]:
+        return list(self.tok(s, add_special_tokens=False)["input_ids"])
+
+    def pre_edit(self, cases: Sequence) -> list[dict[str, Any]]:
+        """Pre-edit locality answers (unedited model, plain prompt) of ``cases``: one record per case."""
+        from ..models.prompts import encode_prompt, encode_prompt_target
+
+        qs = [(ci, q) for ci, c in enumerate(cases) for lang in self.test_langs
+              for q in c.queries(lang) if q.kind == "locality"]
+        prompts = [encode_prompt(self.tok, self.formatter.format(q.prompt, q.style)) for _, q in qs]
+        gens = self.engine.generate(prompts)
+        answers = []
+        for (_, q), g, p in zip(qs, gens, prompts):
+            ans = list(g.ids)
+            if not ans:  # the model answered nothing: score agreement on the dataset's answer instead
+                ptext = self.formatter.format(q.prompt, q.style)
+                ans = encode_prompt_target(self.tok, ptext, q.target or "", q.lang)[1]
+            answers.append(ans)
+        argmax = self.engine.score([(p, a) for p, a in zip(prompts, answers)])
+        recs: list[dict[str, Any]] = [{"type": "pre", "case_id": c.case_id, "langs": {}} for c in cases]
+        for (ci, q), g, a, am in zip(qs, gens, answers, argmax):
+            recs[ci]["langs"][q.lang] = {"text": g.text, "answer_ids": a, "argmax": am}
+        return recs
+
+    def evaluate(self, cases: Sequence, pre: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Post-edit results of ``cases``: one record per case with every query's tf_acc/f1/em."""
+        from ..models.prompts import encode_prompt, encode_prompt_target
+        from . import metrics as M
+
+        qs = [(ci, q) for ci, c in enumerate(cases) for lang in self.test_langs for q in c.queries(lang)]
+        items, prompts, refs = [], [], []
+        for ci, q in qs:
+            ptext = self.method.prompt(q)
+            if q.kind == "locality":
+                p = encode_prompt(self.tok, ptext)
+                ref = pre[cases[ci].case_id]["langs"][q.lang]
+                items.append((p, ref["answer_ids"]))
+                refs.append(ref)
+            else:
+                p, t = encode_prompt_target(self.tok, ptext, q.target, q.lang)
+                items.append((p, t))
+                refs.append(t)
+            prompts.append(p)
+        preds = self.engine.score(items)
+        gens = self.engine.generate(prompts)
+        out: list[dict[str, Any]] = [{"case_id": c.case_id, "queries": []} for c in cases]
+        for (ci, q), pred, g, ref in zip(qs, preds, gens, refs):
+            if q.kind == "locality":
+                tf = M.argmax_agreement(ref["argmax"], pred) if ref["argmax"] else None
+                gold = ref["text"]
+            else:
+                tf = M.teacher_forced_accuracy(pred, ref) if ref else None
+                gold = q.target
+            out[ci]["queries"].append({
+                "lang": q.lang, "kind": q.kind, "index": q.index,
+                "tf_acc": None if tf is None else float(tf),
+                "f1": float(M.token_f1(g.text, gold, self.tokenize)),
+                "em": float(M.exact_match(g.text, gold)),
+                "pred": g.text,
+            })
+        return out
+
+
+# ------------------------------------------------------------------------------- deltas
+class DeltaAccumulator:
+    """Sum over applied batches of (weights after the batch - weights before), per parameter."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled = enabled
+        self.out = out
+        self.sums: dict[str, torch.Tensor] = {}
+        self.units: list[int] = []
+        self.partial = out / "deltas.partial.safetensors"
+        self.partial_meta = out / "deltas.partial.json"
+
+    def add(self, handle) -> None:
+        if not self.enabled:
+            return
+        for name, d in handle.deltas().items():
+            d = d.detach().float().cpu()
+            self.sums[name] = self.sums[name] + d if name in self.sums else d.clone()
+
+    def load_partial(self) -> None:
+        if not (self.enabled and self.partial.exists() and self.partial_meta.exists()):
+            return
+        from safetensors.torch import load_file
+
+        self.sums = dict(load_file(str(self.partial)))
+        self.units = list(json.loads(self.partial_meta.read_text())["units"])
+
+    def checkpoint(self, unit: int) -> None:
+        if not self.enabled:
+            return
+        from safetensors.torch import save_file
+
+        self.units.append(unit)
+        tmp = self.out / "deltas.partial.tmp"
+        save_file({k: v.contiguous() for k, v in self.sums.items()}, str(tmp))
+        os.replace(tmp, self.partial)
+        tmpj = self.out / "deltas.partial.json.tmp"
+        tmpj.write_text(json.dumps({"units": self.units}))
+        os.replace(tmpj, self.partial_meta)
+
+    def finish(self, meta: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in self.sums.items()}, str(self.out / "deltas.safetensors"))
+        meta = dict(meta, params={k: list(v.shape) for k, v in self.sums.items()})
+        (self.out / "deltas.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        for p in (self.partial, self.partial_meta):
+            if p.exists():
+                p.unlink()
+
+
+# ------------------------------------------------------------------------------- the run
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed % (2 ** 32))
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _unit_seed(spec: EvalSpec, unit: int) -> int:
+    return spec.seed * 1_000_003 + unit
+
+
+def _chunks(seq: Sequence, n: int) -> list[list]:
+    return [list(seq[i:i + n]) for i in range(0, len(seq), n)]
+
+
+def _bar(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, total=total, desc=desc, unit="unit", dynamic_ncols=True, leave=False)
+
+
+def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
+             on_unit: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) the evaluation ``spec``; returns the metrics dict also written to ``out/metrics.json``.
+
+    ``loaded`` (a :class:`xke.models.loading.LoadedModel`) reuses a model already in memory; its weights
+    are left as they were. ``on_unit`` is called with the number of units finished so far (for tests).
+    """
+    from ..methods.base import build_method, get_method_class
+    from ..models.loading import load_model
+    from ..models.prompts import PromptFormatter
+    from .engine import Engine
+    from .report import aggregate, write_run_report
+
+    spec.validate()
+    out = Path(spec.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    _check_spec(out, spec)
+    cases = load_cases(spec)
+    cls = get_method_class(spec.method)  # unknown method: fail before loading the model
+
+    lm = loaded if loaded is not None else load_model(spec.model, dtype=spec.dtype, device=spec.device)
+    model, tok = lm.model, lm.tokenizer
+    _seed_all(spec.seed)
+    formatter = PromptFormatter(tok, mode=spec.template)
+    overrides = dict(spec.method_overrides or {})
+    if cls.kind == "context":
+        overrides["mode"] = spec.mode
+    method = build_method(spec.method, model, tok, formatter, config_path=spec.config, overrides=overrides)
+    engine = Engine(model, tok, max_new_tokens=spec.max_new_tokens, token_budget=spec.token_budget)
+    ev = Evaluator(engine, method, formatter, tok, spec.test_langs)
+    results = ResultsFile(out / "cases.jsonl")
+    deltas = DeltaAccumulator(out, spec.save_deltas)
+    try:
+        # 1. pre-edit answers, in fixed chunks, before any edit
+        pre = {r["case_id"]: r for r in results.of_type("pre")}
+        pre_chunks = _chunks(cases, CHUNK)
+        todo = [ch for ch in pre_chunks if any(c.case_id not in pre for c in ch)]
+        for ch in _bar(todo, len(todo), "pre-edit answers", progress and len(todo) > 1):
+            recs = ev.pre_edit(ch)
+            results.append(recs)
+            pre.update({r["case_id"]: r for r in recs})
+
+        # 2. protocol
+        if spec.protocol in ("single", "batch"):
+            _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
+        else:
+            _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
+
+        # 3. metrics
+        order = {c.case_id: i for i, c in enumerate(cases)}
+        final = _final_records(spec, results)
+        recs = [final[cid] for cid in sorted(final, key=order.__getitem__) if cid in order]
+        metrics = aggregate(recs, spec)
+        if spec.protocol == "sequential" and spec.eval_after_each:
+            after = {}
+            for r in results.of_type("after_each"):
+                for cr in r["results"]:
+                    after[cr["case_id"]] = cr
+            arecs = [after[cid] for cid in sorted(after, key=order.__getitem__) if cid in order]
+            am = aggregate(arecs, spec)
+            metrics["after_each"] = {"by_test_lang": am["by_test_lang"], "avg": am["avg"]}
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, out / "metrics.json")
+        write_run_report(out, metrics)
+        return metrics
+    finally:
+        results.close()
+        method.close()
+
+
+def _requests(spec: EvalSpec, cases: Sequence) -> list:
+    return [c.request(lang) for c in cases for lang in spec.edit_langs]
+
+
+def _final_records(spec: EvalSpec, results: ResultsFile) -> dict[str, dict[str, Any]]:
+    final: dict[str, dict[str, Any]] = {}
+    kind = "unit" if spec.protocol in ("single", "batch") else "final"
+    for r in results.of_type(kind):
+        for cr in r["results"]:
+            final[cr["case_id"]] = cr
+    return final
+
+
+def _save_edited(spec: EvalSpec, lm) -> None:
+    d = Path(spec.save_edited).expanduser()
+    d.mkdir(parents=True, exist_ok=True)
+    lm.model.save_pretrained(d, safe_serialization=True)
+    lm.tokenizer.save_pretrained(d)
+
+
+def _deltas_meta(spec: EvalSpec, n_cases: int, n_batches: int) -> dict[str, Any]:
+    return {"protocol": spec.protocol, "batch_size": spec.batch_size, "n": n_cases, "n_batches": n_batches,
+            "edit_lang": spec.edit_lang, "method": spec.method, "model": spec.model, "bench": spec.bench,
+            "definition": "per edited parameter: sum over applied batches of (weights after - weights before)"
+                          + ("; equals final - original" if spec.protocol == "sequential" else "")}
+
+
+def _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit) -> None:
+    """single and batch: apply a unit's requests, evaluate its cases, restore."""
+    bs = 1 if spec.protocol == "single" else spec.batch_size
+    units = _chunks(cases, bs)
+    done = {r["unit"] for r in results.of_type("unit")}
+    deltas.load_partial()
+    if deltas.enabled:  # units finished before a kill but missing from the partial deltas: redo their deltas
+        for u in sorted(done - set(deltas.units)):
+            _seed_all(_unit_seed(spec, u))
+            handle = method.apply(_requests(spec, units[u]))
+            deltas.add(handle)
+            handle.restore()
+            deltas.checkpoint(u)
+    todo = [u for u in range(len(units)) if u not in done]
+    n_done = len(done)
+    for u in _bar(todo, len(units), f"{spec.protocol} edits", progress):
+        _seed_all(_unit_seed(spec, u))
+        handle = method.apply(_requests(spec, units[u]))
+        try:
+            recs = ev.evaluate(units[u], pre)
+            deltas.add(handle)
+            if spec.save_edited and u == len(units) - 1:
+                _save_edited(spec, lm)
+        finally:
+            handle.restore()
+        results.append([{"type": "unit", "unit": u, "case_ids": [c.case_id for c in units[u]], "results": recs}])
+        deltas.checkpoint(u)
+        n_done += 1
+        if on_unit:
+            on_unit(n_done)
+    deltas.finish(_deltas_meta(spec, len(cases), len(units)))
+
+
+def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit) -> None:
+    """sequential: apply groups one after another, evaluate all cases at the end; undo everything last."""
+    groups = _chunks(cases, spec.batch_size)
+    final_chunks = _chunks(cases, CHUNK)
+    final_done = {r["case_id"] for r in results.of_type("final")}
+    todo_final = [j for j, ch in enumerate(final_chunks) if any(c.case_id not in final_done for c in ch)]
+    after_done = {r["unit"] for r in results.of_type("after_each")}
+    need_edits = (bool(todo_final) or (spec.save_deltas and not (Path(spec.out) / "deltas.safetensors").exists())
+                  or bool(spec.save_edited) or (spec.eval_after_each and len(after_done) < len(groups)))
+    if not need_edits:
+        return
+    handles = []
+    n_done = 0
+    try:
+        for g in _bar(range(len(groups)), len(groups), "sequential edits", progress):
+            _seed_all(_unit_seed(spec, g))
+            handle = method.apply(_requests(spec, groups[g]))
+            handles.append(handle)
+            deltas.add(handle)  # right after the apply: the sum telescopes to final - original
+            if spec.eval_after_each and g not in after_done:
+                recs = ev.evaluate(groups[g], pre)
+                results.append([{"type": "after_each", "unit": g, "case_ids": [c.case_id for c in groups[g]],
+                                 "results": recs}])
+                n_done += 1
+                if on_unit:
+                    on_unit(n_done)
+        for j in _bar(todo_final, len(final_chunks), "final evaluation", progress):
+            recs = ev.evaluate(final_chunks[j], pre)
+            results.append([{"type": "final", "chunk": j, "case_id": r["case_id"], "results": [r]} for r in recs])
+            n_done += 1
+            if on_unit:
+                on_unit(n_done)
+        if spec.save_edited:
+            _save_edited(spec, lm)
+        deltas.finish(_deltas_meta(spec, len(cases), len(groups)))
+    finally:
+        for h in reversed(handles):
+            h.restore()
+
+
+def spec_from_args(args) -> EvalSpec:
+    """An :class:`EvalSpec` from parsed ``xke eval`` arguments."""
+    d = {k: getattr(args, k) for k in ("model", "out", "method", "bench", "data", "edit_lang", "test_langs",
+                                       "protocol", "batch_size", "limit", "seed", "config", "split", "mode",
+                                       "save_deltas", "save_edited", "eval_after_each", "dtype", "device",
+                                       "template", "max_new_tokens")
+         if getattr(args, k, None) is not None}
+    if isinstance(d.get("test_langs"), str):
+        d["test_langs"] = [s for s in d["test_langs"].split(",") if s.strip()]
+    if "batch_size" not in d and d.get("protocol") == "single":
+        d["batch_size"] = 1
+    try:
+        return EvalSpec.from_dict(d, source="xke eval")
+    except XkeError:
+        raise

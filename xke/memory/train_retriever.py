@@ -1,0 +1,273 @@
+"""A small dense cross-lingual retriever trained on the toy world's parallel sentences.
+
+Real use takes a multilingual sentence-transformers model from a local path;
+the toy world has its own names and languages, so it gets its own retriever:
+
+1. a WordPiece tokenizer trained on the world's sentences (CJK characters
+   are tokens of their own);
+2. a tiny BERT encoder built from :class:`RetrieverTrainConfig` (random
+   init), mean pooling, unit-normalised output;
+3. trained with sentence-transformers' training API
+   (``SentenceTransformerTrainer``, ``MultipleNegativesRankingLoss`` with
+   in-batch negatives) on pairs of the same fact in two languages
+   (``World.parallel_sentences``) and on pairs of different question forms of
+   the same fact (within and across languages), so a question in one
+   language finds the edit stored in another;
+4. saved with ``save_pretrained`` into ``<world>/retriever`` (default), a
+   normal sentence-transformers directory, plus ``report.json`` with
+   cross-lingual recall@1 on the world's held-out edit cases.
+
+``xke world retriever [--world DIR] [--out DIR]`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import from_dict
+from ..errors import XkeError
+
+
+@dataclass
+class RetrieverTrainConfig:
+    """The tiny retriever's architecture and training options."""
+
+    dim: int = 128
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 256
+    max_seq_length: int = 48
+    vocab_size: int = 3000
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_ratio: float = 0.05
+    #: extra pairs of different question forms per fact (within and across languages)
+    template_pairs_per_fact: int = 4
+    max_pairs: int | None = None
+    seed: int = 0
+    threads: int = 1
+    #: similarity threshold recommended for this retriever (written to report.json)
+    threshold: float = 0.5
+
+
+def build_pairs(world: Any, langs: Sequence[str], cfg: RetrieverTrainConfig) -> list[tuple[str, str]]:
+    """(anchor, positive) training pairs from a world: parallel sentences and question-form pairs."""
+    from ..world import templates as T
+
+    rng = random.Random(cfg.seed)
+    pairs: list[tuple[str, str]] = []
+    for tup in world.parallel_sentences(list(langs)):
+        a, b = rng.sample(range(len(tup)), 2) if len(tup) > 1 else (0, 0)
+        if tup[a] != tup[b]:
+            pairs.append((tup[a], tup[b]))
+    n_train_forms = T.N_QUESTIONS - T.N_HELDOUT
+    for (subj, rel) in list(world.facts):
+        for _ in range(cfg.template_pairs_per_fact):
+            la, lb = rng.choice(list(langs)), rng.choice(list(langs))
+            ta, tb = rng.randrange(n_train_forms), rng.randrange(n_train_forms)
+            qa = world.question(subj, rel, la, ta)
+            qb = world.question(subj, rel, lb, tb)
+            if qa != qb:
+                pairs.append((qa, qb))
+    rng.shuffle(pairs)
+    if cfg.max_pairs is not None:
+        pairs = pairs[:cfg.max_pairs]
+    return pairs
+
+
+def _train_tokenizer(texts: Sequence[str], out: Path, vocab_size: int):
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    tok = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True)
+    tok.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=1, show_progress=False,
+                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save_model(str(out))
+    return BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True, tokenize_chinese_chars=True,
+                             strip_accents=False)
+
+
+def build_model(texts: Sequence[str], cfg: RetrieverTrainConfig, workdir: Path):
+    """An untrained tiny BERT sentence encoder whose tokenizer is trained on ``texts``."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel
+
+    tdir = workdir / "transformer"
+    tok = _train_tokenizer(texts, tdir, cfg.vocab_size)
+    torch.manual_seed(cfg.seed)
+    bcfg = BertConfig(vocab_size=len(tok), hidden_size=cfg.dim, num_hidden_layers=cfg.layers,
+                      num_attention_heads=cfg.heads, intermediate_size=cfg.intermediate,
+                      max_position_embeddings=max(64, cfg.max_seq_length + 2), pad_token_id=tok.pad_token_id)
+    BertModel(bcfg).save_pretrained(tdir)
+    tok.save_pretrained(tdir)
+    word = Transformer(str(tdir), max_seq_length=cfg.max_seq_length)
+    pool = Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    return SentenceTransformer(modules=[word, pool, Normalize()], device="cpu")
+
+
+def train_encoder(pairs: Sequence[tuple[str, str]], cfg: RetrieverTrainConfig, out: str | Path,
+                  extra_texts: Sequence[str] = ()) -> Path:
+    """Train a tiny sentence encoder on (anchor, positive) pairs and save it to ``out``."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.training_args import BatchSamplers
+
+    if not pairs:
+        raise XkeError("no training pairs for the retriever")
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="xke-retriever-") as tmp:
+        texts = [t for p in pairs for t in p] + list(extra_texts)
+        model = build_model(texts, cfg, Path(tmp))
+        ds = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]})
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(Path(tmp) / "trainer"), num_train_epochs=cfg.epochs,
+            per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr, warmup_ratio=cfg.warmup_ratio,
+            batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none", logging_strategy="no",
+            seed=cfg.seed, use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds,
+                                             loss=MultipleNegativesRankingLoss(model))
+        trainer.train()
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out))
+    return out
+
+
+def recall_at_1(encoder, cases: Sequence[Any], mem_lang: str, query_lang: str, *,
+                kinds: Sequence[str] = ("reliability", "generality")) -> dict[str, float]:
+    """Recall@1 of queries in ``query_lang`` against a memory of the cases' edits in ``mem_lang``.
+
+    Memory: every case's ``mem_lang`` prompt. Queries: each case's ``query_lang``
+    prompt (reliability) and paraphrases (generality). Also the best score on
+    each case's locality question (a fact about another subject: it should
+    not match), for choosing a threshold.
+    """
+    import numpy as np
+
+    cases = [c for c in cases if mem_lang in c.views and query_lang in c.views]
+    mem = encoder.encode([c.views[mem_lang].prompt for c in cases])
+    out: dict[str, float] = {"n_memory": len(cases)}
+    for kind in kinds:
+        qs, gold = [], []
+        for i, c in enumerate(cases):
+            v = c.views[query_lang]
+            texts = [v.prompt] if kind == "reliability" else list(v.paraphrases)
+            qs += texts
+            gold += [i] * len(texts)
+        if not qs:
+            continue
+        sims = encoder.encode(qs) @ mem.T
+        top = sims.argmax(axis=1)
+        out[f"{kind}_recall@1"] = float(np.mean(top == np.asarray(gold)))
+        out[f"{kind}_score_mean"] = float(np.mean(sims[np.arange(len(qs)), gold]))
+        out[f"{kind}_n"] = len(qs)
+    # a locality question about a subject whose same-relation edit is in the memory is a true hit: skip it
+    edited = {(c.views[query_lang].subject, c.meta.get("relation")) for c in cases}
+    loc = [c.views[query_lang].locality_prompt for c in cases if c.views[query_lang].locality_prompt
+           and not any(s and s in c.views[query_lang].locality_prompt and r == c.meta.get("relation")
+                       for s, r in edited)]
+    if loc:
+        best = (encoder.encode(loc) @ mem.T).max(axis=1)
+        out["locality_best_scores"] = [float(x) for x in best]
+    return out
+
+
+def false_hit_rate(best_scores: Sequence[float], threshold: float) -> float:
+    """Share of unrelated queries whose best score reaches ``threshold`` (an edit would go in context)."""
+    return float(sum(s >= threshold for s in best_scores) / max(len(best_scores), 1))
+
+
+def choose_threshold(pos_scores: Sequence[float], neg_scores: Sequence[float]) -> float:
+    """The threshold maximising (true hits kept) − (false hits let in), midpoint between the two scores."""
+    import numpy as np
+
+    pos, neg = np.sort(np.asarray(pos_scores)), np.sort(np.asarray(neg_scores))
+    cands = np.unique(np.concatenate([pos, neg]))
+    best, best_t = -1e9, 0.5
+    for t in cands:
+        gain = np.mean(pos >= t) - np.mean(neg >= t)
+        if gain > best + 1e-12:
+            best, best_t = gain, t
+    below = neg[neg < best_t]
+    return float((best_t + below.max()) / 2) if len(below) else float(best_t)
+
+
+def train_world_retriever(world_dir: str | Path, out: str | Path | None = None,
+                          config: RetrieverTrainConfig | dict | None = None,
+                          langs: Sequence[str] | None = None) -> Path:
+    """Train the retriever of a built world (``world.json`` in ``world_dir``); returns its directory.
+
+    Writes ``report.json`` beside the model: recall@1 for every ordered
+    language pair on the held-out edit cases (memory in one language, queries
+    in the other), the chosen threshold and the false-hit rate at it,
+    process CPU seconds and threads.
+    """
+    import numpy as np
+    import torch
+
+    from ..world.world import load_world
+    from .retrievers import DenseEncoder
+
+    cfg = config if isinstance(config, RetrieverTrainConfig) else from_dict(RetrieverTrainConfig, config or {},
+                                                                             source="retriever config")
+    wd = Path(world_dir)
+    world = load_world(wd)
+    langs = list(langs or world.langs)
+    if len(langs) < 2:
+        raise XkeError("a cross-lingual retriever needs at least two languages")
+    out = Path(out) if out else wd / "retriever"
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    t0, c0 = time.time(), time.process_time()
+    try:
+        pairs = build_pairs(world, langs, cfg)
+        train_encoder(pairs, cfg, out)
+        cpu = time.process_time() - c0
+        enc = DenseEncoder(out)
+        cases = world.counterfactual_cases("heldout", langs)
+        report: dict[str, Any] = {"config": asdict(cfg), "langs": langs, "n_pairs": len(pairs),
+                                  "cpu_seconds": round(cpu, 1), "wall_seconds": round(time.time() - t0, 1),
+                                  "threads": cfg.threads, "split": "heldout", "recall": {}}
+        pos, neg = [], []
+        for a in langs:
+            for b in langs:
+                if a == b:
+                    continue
+                r = recall_at_1(enc, cases, a, b)
+                neg += r.pop("locality_best_scores", [])
+                report["recall"][f"{a}->{b}"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+        # positives: the gold-pair scores of reliability queries
+        for a in langs:
+            for b in langs:
+                if a != b:
+                    cs = [c for c in cases if a in c.views and b in c.views]
+                    m = enc.encode([c.views[a].prompt for c in cs])
+                    q = enc.encode([c.views[b].prompt for c in cs])
+                    pos += list(np.sum(m * q, axis=1))
+        thr = choose_threshold(pos, neg) if pos and neg else cfg.threshold
+        report["threshold"] = round(thr, 4)
+        report["false_hit_rate"] = round(false_hit_rate(neg, thr), 4)
+        report["true_hit_rate"] = round(float(np.mean(np.asarray(pos) >= thr)), 4) if pos else None
+        report["false_hit_rate_at_0.5"] = round(false_hit_rate(neg, 0.5), 4)
+        report["true_hit_rate_at_0.5"] = round(float(np.mean(np.asarray(pos) >= 0.5)), 4) if pos else None
+        (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    finally:
+        torch.set_num_threads(threads_before)
+    return out
+
+
+def main_env_threads() -> int:
+    return int(os.environ.get("XKE_THREADS", "1"))

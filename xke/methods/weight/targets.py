@@ -1,0 +1,297 @@
+"""Edit prompts, keys, and the batched optimisation of target vectors.
+
+For every request the method builds *rewrite sequences*: the rendered edit prompt, optionally behind
+a few short context prefixes (placed inside the user turn for chat models), joined with the target
+by :func:`~xke.models.prompts.encode_prompt_target` (the same tokens evaluation uses) and cut before
+the last target token; and one *KL sequence* (``"{subject} is a"``-style, per language) whose
+next-token distribution at the subject must not drift (Meng et al. 2022, eq. 4).
+
+:func:`optimise_targets` then finds, for all requests of a batch in ONE loop, vectors ``δ_i`` added
+to the output of one or more modules ("sites": the MLP output for ROME/MEMIT, attention and MLP
+outputs for PMET) at the subject's last token, minimising
+
+``L_i = f_nll · NLL(target_i | rewrite_i) + f_kl · KL(p_new ‖ p_init on KL_i) + wd · Σ_site ‖δ_i‖² / ‖h_i‖²``
+
+with Adam, ``‖δ_i‖ ≤ clamp · ‖h_i‖`` after each step (``h_i`` the site's original output), and early
+stopping per request (a request whose loss is below ``stop_loss`` is frozen and its rows leave the
+batch). The requests' losses are independent, so the sum gives each ``δ_i`` exactly its own
+gradient: this is per-request optimisation (as in EasyEdit) done with one forward/backward pass per
+step for the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from ...data.languages import normalize_lang
+from ...data.schema import EditRequest
+from ...models.prompts import encode_prompt, encode_prompt_target
+from .hooks import add_at_positions, capture, frozen, hooked
+from .subject import subject_last_token
+
+DEFAULT_PREFIXES = {"default": [""]}
+DEFAULT_KL = {"default": "{} is a", "zh": "{}是", "ja": "{}は", "de": "{} ist ein", "fr": "{} est un"}
+
+
+@dataclass
+class Seq:
+    """One tokenized sequence fed to the model for request ``req``."""
+
+    req: int
+    ids: list[int]
+    subj: int                     # index of the subject's last token
+    n_prompt: int                 # number of prompt tokens (target tokens start here)
+    target: list[int] = field(default_factory=list)
+    prefix: int = 0
+
+
+def prefixes_for(prefixes: dict, lang: str) -> list[str]:
+    lst = prefixes.get(lang) or prefixes.get("default") or [""]
+    return list(lst)
+
+
+def build_rewrite_seqs(tokenizer, formatter, requests: Sequence[EditRequest], prefixes: dict,
+                       with_target: bool = True) -> list[Seq]:
+    """Rewrite sequences (prompt behind each context prefix, plus target minus its last token)."""
+    out = []
+    for r, req in enumerate(requests):
+        for j, pre in enumerate(prefixes_for(prefixes, req.lang)):
+            text = formatter.format(pre + req.prompt, req.style)
+            p_ids, t_ids = encode_prompt_target(tokenizer, text, req.target_new, req.lang)
+            if not t_ids:
+                from ...errors import DataError
+                raise DataError(f"case {req.case_id!r} ({req.lang}): empty target_new")
+            subj = subject_last_token(tokenizer, text, req.subject, p_ids, case_id=req.case_id, lang=req.lang)
+            ids = p_ids + (t_ids[:-1] if with_target else [])
+            out.append(Seq(r, ids, subj, len(p_ids), list(t_ids) if with_target else [], j))
+    return out
+
+
+def build_kl_seqs(tokenizer, requests: Sequence[EditRequest], kl_prompts: dict) -> list[Seq]:
+    out = []
+    for r, req in enumerate(requests):
+        lang = normalize_lang(req.lang)
+        tmpl = kl_prompts.get(lang) or kl_prompts.get("default") or "{} is a"
+        text = tmpl.format(req.subject)
+        ids = encode_prompt(tokenizer, text)
+        subj = subject_last_token(tokenizer, text, req.subject, ids, case_id=req.case_id, lang=req.lang)
+        out.append(Seq(r, ids, subj, len(ids), [], -1))
+    return out
+
+
+def pad_batch(seqs: Sequence[Seq], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask (positions of real tokens are unchanged by right padding)."""
+    L = max(len(s.ids) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s.ids)] = torch.tensor(s.ids)
+        mask[i, :len(s.ids)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def pad_id_of(tokenizer) -> int:
+    for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if t is not None:
+            return int(t)
+    return 0
+
+
+def gather_at_subject(model, tokenizer, seqs: Sequence[Seq], *, inputs: Sequence[str] = (),
+                      outputs: Sequence[str] = (), chunk: int = 256) -> dict[tuple[str, str], torch.Tensor]:
+    """Inputs/outputs of modules at each sequence's subject token: ``{(name, "in"|"out"): [n_seq, d] float32}``."""
+    dev = next(model.parameters()).device
+    pad = pad_id_of(tokenizer)
+    res: dict[tuple[str, str], list[torch.Tensor]] = {}
+    names = list(dict.fromkeys(list(inputs) + list(outputs)))
+    for s0 in range(0, len(seqs), chunk):
+        part = seqs[s0:s0 + chunk]
+        ids, mask = pad_batch(part, pad, dev)
+        rows = torch.arange(len(part), device=dev)
+        pos = torch.tensor([s.subj for s in part], device=dev)
+        sel = lambda x: x[rows, pos]  # noqa: E731
+        with torch.no_grad(), capture(model, names, inputs=bool(inputs), outputs=bool(outputs), select=sel) as cap:
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+        for n in inputs:
+            res.setdefault((n, "in"), []).append(cap[n].input.float())
+        for n in outputs:
+            res.setdefault((n, "out"), []).append(cap[n].output.float())
+    return {k: torch.cat(v) for k, v in res.items()}
+
+
+def mean_per_request(values: torch.Tensor, seqs: Sequence[Seq], n_req: int) -> torch.Tensor:
+    """Average rows of ``values`` belonging to the same request: ``[n_req, d]``."""
+    idx = torch.tensor([s.req for s in seqs], device=values.device)
+    out = torch.zeros((n_req, values.shape[1]), dtype=values.dtype, device=values.device)
+    out.index_add_(0, idx, values)
+    cnt = torch.bincount(idx, minlength=n_req).clamp(min=1).to(values.dtype)
+    return out / cnt[:, None]
+
+
+@dataclass
+class TargetOptions:
+    steps: int = 25
+    lr: float = 0.5
+    weight_decay: float = 1e-3
+    clamp_norm_factor: float = 4.0
+    kl_factor: float = 0.0625
+    nll_factor: float = 1.0
+    stop_loss: float = 5e-2
+    #: PMET: lower the NLL factor to 0.1× once every target token is the argmax; stop when KL is also small
+    adaptive_nll: bool = False
+    #: requests per optimisation loop (memory bound); 0 = all requests of the batch in one loop
+    max_requests_per_loop: int = 0
+
+
+@dataclass
+class TargetResult:
+    deltas: dict[str, torch.Tensor]   # site -> [n_req, d]
+    inits: dict[str, torch.Tensor]    # site -> [n_req, d]: the site's output at the subject (first prefix)
+    nll: torch.Tensor                 # [n_req] final NLL per request
+    steps: int
+
+
+def _output_module(model):
+    return model.get_output_embeddings()
+
+
+def _base_model(model):
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        raise RuntimeError("model has no base_model")
+    return base
+
+
+def optimise_targets(model, tokenizer, rewrite: Sequence[Seq], kl: Sequence[Seq], n_req: int, sites: list[str],
+                     opts: TargetOptions) -> TargetResult:
+    """Optimise δ for every request at every site, all requests of a chunk in one loop (see module doc)."""
+    chunk = opts.max_requests_per_loop or n_req
+    parts = []
+    for r0 in range(0, n_req, chunk):
+        r1 = min(n_req, r0 + chunk)
+        rw = [Seq(s.req - r0, s.ids, s.subj, s.n_prompt, s.target, s.prefix) for s in rewrite if r0 <= s.req < r1]
+        kk = [Seq(s.req - r0, s.ids, s.subj, s.n_prompt, s.target, s.prefix) for s in kl if r0 <= s.req < r1]
+        parts.append(_optimise(model, tokenizer, rw, kk, r1 - r0, sites, opts))
+    return TargetResult({s: torch.cat([p.deltas[s] for p in parts]) for s in sites},
+                        {s: torch.cat([p.inits[s] for p in parts]) for s in sites},
+                        torch.cat([p.nll for p in parts]), max(p.steps for p in parts))
+
+
+def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult:
+    dev = next(model.parameters()).device
+    pad = pad_id_of(tokenizer)
+    seqs = list(rewrite) + list(kl)
+    n_rw = len(rewrite)
+    ids_all, mask_all = pad_batch(seqs, pad, dev)
+    req_all = torch.tensor([s.req for s in seqs], device=dev)
+    subj_all = torch.tensor([s.subj for s in seqs], device=dev)
+    is_kl = torch.zeros(len(seqs), dtype=torch.bool, device=dev)
+    is_kl[n_rw:] = True
+    first_rw = {}
+    for i, s in enumerate(rewrite):
+        first_rw.setdefault(s.req, i)
+    first_rows = torch.tensor([first_rw[r] for r in range(n_req)], device=dev)
+    # target positions of rewrite rows
+    t_row, t_pos, t_lab = [], [], []
+    for i, s in enumerate(rewrite):
+        for j, t in enumerate(s.target):
+            t_row.append(i)
+            t_pos.append(s.n_prompt - 1 + j)
+            t_lab.append(t)
+    t_row = torch.tensor(t_row, device=dev)
+    t_pos = torch.tensor(t_pos, device=dev)
+    t_lab = torch.tensor(t_lab, device=dev)
+    t_len = torch.tensor([len(s.target) for s in rewrite], device=dev, dtype=torch.float32)
+    rw_req = req_all[:n_rw]
+    kl_req = req_all[n_rw:]
+    n_rw_per_req = torch.bincount(rw_req, minlength=n_req).clamp(min=1).float()
+
+    d_model = model.config.hidden_size
+    deltas = {s: torch.zeros((n_req, d_model), device=dev, requires_grad=True) for s in sites}
+    inits: dict[str, torch.Tensor] = {}
+    opt = torch.optim.Adam(list(deltas.values()), lr=opts.lr)
+    done = torch.zeros(n_req, dtype=torch.bool, device=dev)
+    nll_factor = torch.full((n_req,), float(opts.nll_factor), device=dev)
+    kl_init = None
+    last_nll = torch.zeros(n_req, device=dev)
+    base, head = _base_model(model), _output_module(model)
+    steps_done = 0
+
+    for it in range(max(1, opts.steps)):
+        act_req = ~done
+        act_rows = act_req[req_all].nonzero().squeeze(1)
+        # map old row index -> new row index within the active batch
+        new_index = torch.full((len(seqs),), -1, dtype=torch.long, device=dev)
+        new_index[act_rows] = torch.arange(len(act_rows), device=dev)
+        L = int(mask_all[act_rows].sum(1).max())
+        ids, mask = ids_all[act_rows, :L], mask_all[act_rows, :L]
+        rows_local = torch.arange(len(act_rows), device=dev)
+        row_req = req_all[act_rows]
+        row_pos = subj_all[act_rows]
+
+        hooks = {}
+        for s in sites:
+            def record(y, s=s, act_rows=act_rows):
+                # on the first step every row is active; store each request's first-prefix value
+                if s not in inits:
+                    inits[s] = y[new_index[first_rows], subj_all[first_rows]].float().detach()
+            hooks[s] = add_at_positions(rows_local, row_pos, (lambda s=s, row_req=row_req: deltas[s][row_req]),
+                                        on_first=record)
+        with torch.enable_grad(), frozen(model), hooked(model, hooks):
+            hidden = base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+            # rewrite NLL (only at target positions; full logits are never materialised)
+            act_t = act_req[rw_req[t_row]]
+            tr, tp, tl = new_index[t_row[act_t]], t_pos[act_t], t_lab[act_t]
+            logp = torch.log_softmax(head(hidden[tr, tp]).float(), dim=-1)
+            tok_lp = logp.gather(1, tl[:, None]).squeeze(1)
+            rows_rw = t_row[act_t]
+            nll_row = torch.zeros(n_rw, device=dev).index_add(0, rows_rw, -tok_lp) / t_len
+            nll_req = torch.zeros(n_req, device=dev).index_add(0, rw_req, nll_row) / n_rw_per_req
+            # KL on the KL prompts (next-token distribution at the subject's last token)
+            kl_req_loss = torch.zeros(n_req, device=dev)
+            if len(kl):
+                kl_rows_all = torch.arange(n_rw, len(seqs), device=dev)
+                act_kl = act_req[kl_req]
+                kr = kl_rows_all[act_kl]
+                kl_lp = torch.log_softmax(head(hidden[new_index[kr], subj_all[kr]]).float(), dim=-1)
+                if kl_init is None:
+                    kl_init = kl_lp.detach()
+                init_lp = kl_init[act_kl.nonzero().squeeze(1)] if it > 0 else kl_init
+                kl_each = (kl_lp.exp() * (kl_lp - init_lp)).sum(-1)
+                kl_req_loss = kl_req_loss.index_add(0, kl_req[act_kl], kl_each)
+            wd = torch.zeros(n_req, device=dev)
+            for s in sites:
+                wd = wd + (deltas[s] ** 2).sum(1) / (inits[s] ** 2).sum(1).clamp(min=1e-12)
+            loss_req = nll_factor * nll_req + opts.kl_factor * kl_req_loss + opts.weight_decay * wd
+            with torch.no_grad():
+                last_nll = torch.where(act_req, nll_req.detach(), last_nll)
+                newly = act_req & (loss_req.detach() < opts.stop_loss)
+                if opts.adaptive_nll:
+                    # every target token already the argmax -> 0.1 × NLL factor; stop if KL is small too
+                    am = (logp.argmax(-1) == tl).float()
+                    all_ok = torch.zeros(n_req, device=dev).index_add(0, rw_req[rows_rw], 1 - am) == 0
+                    all_ok &= act_req
+                    nll_factor = torch.where(all_ok, 0.1 * opts.nll_factor, float(opts.nll_factor))
+                    newly |= all_ok & (kl_req_loss.detach() <= 0.01)
+                done |= newly
+            steps_done = it + 1
+            if bool(done.all()) or it == opts.steps - 1:
+                break
+            total = loss_req[~done].sum()
+            opt.zero_grad(set_to_none=True)
+            frozen_vals = {s: deltas[s].detach()[done].clone() for s in sites}
+            total.backward()
+        opt.step()
+        with torch.no_grad():
+            for s in sites:
+                d = deltas[s]
+                if frozen_vals[s].numel():
+                    d[done] = frozen_vals[s]
+                max_norm = opts.clamp_norm_factor * inits[s].norm(dim=1)
+                norm = d.norm(dim=1)
+                scale = torch.where(norm > max_norm, max_norm / norm.clamp(min=1e-12), torch.ones_like(norm))
+                d.mul_(scale[:, None])
+    return TargetResult({s: d.detach() for s, d in deltas.items()}, inits, last_nll.detach(), steps_done)

@@ -1,0 +1,300 @@
+"""Sources of edit facts for the XE-IT training data.
+
+Every source turns into a list of :class:`Fact`: one edit seen in one or more
+languages (:class:`FactView`), with what the Table 8 layout needs — in-scope
+phrasings (answer: the new value), out-of-scope questions of the same subject
+(other attributes, answer unchanged) and unrelated questions (answer
+unchanged), the original answer when known, and hints for the offline
+backend (ground-truth complex queries, long answers).
+
+``SOURCE`` specs (``xke data build-xeit --source``; several may be given):
+
+- ``mzsre:PATH`` — MzsRE/ZsRE training pairs (``train/<lang>.tsv``, line-aligned)
+- ``clm:PATH``   — CLM-Bench CounterFact-style rows (Chinese/English/merged files)
+- ``jsonl:PATH`` — xke's own edit JSONL (``EditCase.to_dict`` per line)
+- ``world:DIR`` / ``world`` — the toy world's counterfactual cases of the
+  TRAIN split only (held-out entities never enter training data)
+
+Benchmarks' test sets (Bi-ZsRE, MzsRE test) are refused: training on them
+leaks the evaluation.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..data.languages import parse_langs
+from ..data.schema import EditCase
+from ..errors import ConfigError, DataError
+
+
+@dataclass
+class FactView:
+    """One language's view of a fact for training-data construction."""
+
+    subject: str
+    prompt: str
+    target_new: str
+    target_old: str | None = None
+    #: other phrasings of the edit question (answer: target_new)
+    queries: list[str] = field(default_factory=list)
+    #: derived questions whose answer follows from the edit, with that answer
+    portability: list[tuple[str, str]] = field(default_factory=list)
+    #: the same subject's other attributes: (question, unchanged answer)
+    same_subject: list[tuple[str, str]] = field(default_factory=list)
+    #: unrelated questions: (question, answer)
+    unrelated: list[tuple[str, str]] = field(default_factory=list)
+    #: ground truth for the offline backend (complex_queries, long_answer, out_of_scope)
+    hints: dict[str, Any] = field(default_factory=dict)
+    style: str = "question"
+
+
+@dataclass
+class Fact:
+    """One edit in several languages, from one source."""
+
+    fact_id: str
+    source: str
+    views: dict[str, FactView]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- from EditCase
+
+
+def facts_from_cases(cases: Iterable[EditCase], source: str, *, use_paraphrases: bool = True) -> list[Fact]:
+    """Facts from xke edit cases (any loader's output)."""
+    out = []
+    for c in cases:
+        views = {}
+        for lang, v in c.views.items():
+            fv = FactView(subject=v.subject, prompt=v.prompt, target_new=v.target_new, target_old=v.target_old,
+                          queries=list(v.paraphrases) if use_paraphrases else [], style=v.style)
+            if v.locality_prompt and v.locality_answer:
+                fv.unrelated.append((v.locality_prompt, v.locality_answer))
+            if v.portability_prompt and v.portability_answer:
+                fv.portability.append((v.portability_prompt, v.portability_answer))
+            views[lang] = fv
+        out.append(Fact(fact_id=f"{source}:{c.case_id}", source=source, views=views, meta=dict(c.meta)))
+    return out
+
+
+def _borrow_unrelated(facts: list[Fact], seed: int, k: int = 1) -> None:
+    """Give facts without an unrelated question another fact's edit question + answer (same language).
+
+    The borrowed answer is the OTHER fact's original answer when known, else its
+    (true, for ZsRE-style pairs) answer."""
+    if len(facts) < 2:
+        return
+    rng = random.Random(seed)
+    n = len(facts)
+    for i, f in enumerate(facts):
+        for lang, v in f.views.items():
+            if v.unrelated:
+                continue
+            for _ in range(k):
+                j = (i + 1 + rng.randrange(n - 1)) % n
+                ov = facts[j].views.get(lang)
+                if ov is None or ov.subject == v.subject:
+                    continue
+                ans = ov.target_old if ov.target_old else ov.target_new
+                v.unrelated.append((ov.prompt, ans))
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def mzsre_train_facts(path: str | Path, langs: Sequence[str] | None = None, *, limit: int | None = None,
+                      seed: int = 0) -> list[Fact]:
+    """MzsRE/ZsRE training pairs as facts (the pair's answer is the edit's new answer).
+
+    These pairs carry no original answer, so they feed the with-descriptor
+    in-scope samples and (as unrelated questions of each other) the
+    out-of-scope ones.
+    """
+    from ..data.loaders import load_mzsre_train
+
+    tp = load_mzsre_train(path, langs)
+    facts = []
+    for k, line in enumerate(tp.lines):
+        if limit is not None and k >= limit:
+            break
+        views = {}
+        for lang, pairs in tp.pairs.items():
+            q, a = pairs[k]
+            views[lang] = FactView(subject="", prompt=q, target_new=a)
+        facts.append(Fact(fact_id=f"mzsre-train:{line}", source="mzsre-train", views=views,
+                          meta={"line": line}))
+    _borrow_unrelated(facts, seed)
+    return facts
+
+
+def clm_facts(path: str | Path, langs: Sequence[str] | None = None, *, limit: int | None = None) -> list[Fact]:
+    """CLM-Bench CounterFact-style rows (cloze prompts, ground truth as the original answer)."""
+    from ..data.loaders import load_clm
+
+    return facts_from_cases(load_clm(path, langs, limit=limit), "clm")
+
+
+def jsonl_facts(path: str | Path, langs: Sequence[str] | None = None, *, limit: int | None = None,
+                seed: int = 0) -> list[Fact]:
+    """xke edit JSONL. Cases marked ``meta.split == "heldout"`` are skipped."""
+    from ..data.loaders import read_jsonl
+
+    cases = [c for c in read_jsonl(path, langs, limit=limit) if c.meta.get("split") != "heldout"]
+    facts = facts_from_cases(cases, "jsonl")
+    _borrow_unrelated(facts, seed)
+    return facts
+
+
+def world_facts(world_dir: str | Path | None, langs: Sequence[str] | None = None, *,
+                limit: int | None = None, seed: int = 0) -> list[Fact]:
+    """The toy world's counterfactual cases of the TRAIN split, with ground-truth extras.
+
+    - in-scope phrasings: the world's question templates for the relation
+      (training templates only when the world separates them; the cases'
+      paraphrases use held-out templates and are not used);
+    - same-subject out-of-scope: every other relation of the subject with its
+      true answer (``World.subject_relations``, ``World.question``, ``World.answer``);
+    - unrelated: the case's locality question;
+    - portability: the case's two-hop question (through the new value);
+    - offline hints: complex queries = the other training templates, long answer =
+      a statement of the new fact followed by the subject's unchanged facts.
+    """
+    from ..world.world import load_world
+
+    if world_dir is None:
+        from ..world.build import build_world
+
+        world_dir = build_world(preset="default")
+    w = load_world(world_dir)
+    cases = list(w.counterfactual_cases(split="train"))
+    if limit is not None:
+        cases = cases[:limit]
+    facts = facts_from_cases(cases, "world", use_paraphrases=False)
+    want = set(langs) if langs else None
+    for f, c in zip(facts, cases):
+        sid = c.meta.get("subject_id")
+        rel = c.meta.get("relation")
+        for lang, v in list(f.views.items()):
+            if want is not None and lang not in want:
+                continue
+            qs = _world_questions(w, sid, rel, lang)
+            if qs:
+                v.queries = [q for q in qs if q != v.prompt]
+                v.hints["complex_queries"] = list(v.queries)
+            others = []
+            for r2 in _subject_relations(w, sid):
+                if r2 == rel:
+                    continue
+                q2s = _world_questions(w, sid, r2, lang)
+                a2 = _world_answer(w, sid, r2, lang)
+                if q2s and a2:
+                    others.extend((q, a2) for q in q2s[:2])
+            v.same_subject = others
+            v.hints["out_of_scope"] = list(others)
+            st = _world_statement(w, sid, rel, lang, v.target_new)
+            if st:
+                extra = [_world_statement(w, sid, r2, lang, None) for r2 in _subject_relations(w, sid) if r2 != rel]
+                v.hints["long_answer"] = " ".join([st] + [e for e in extra if e][:2]) if lang != "zh" else \
+                    "".join([st] + [e for e in extra if e][:2])
+    return facts
+
+
+# --- world adapters (tolerant of small API differences between world versions)
+
+def _subject_relations(w, sid) -> list[str]:
+    try:
+        rels = w.subject_relations(sid)
+    except Exception:  # noqa: BLE001
+        return []
+    if isinstance(rels, dict):
+        return list(rels)
+    return [r if isinstance(r, str) else getattr(r, "name", str(r)) for r in rels]
+
+
+def _world_questions(w, sid, rel, lang) -> list[str]:
+    """All training-template questions for (subject, relation) in ``lang``."""
+    out: list[str] = []
+    fn = getattr(w, "questions", None)
+    if callable(fn):
+        try:
+            res = fn(sid, rel, lang, split="train")
+        except TypeError:
+            res = fn(sid, rel, lang)
+        out = [q for q in res if q]
+    if not out:
+        for t in range(16):
+            try:
+                q = w.question(sid, rel, lang, template=t)
+            except TypeError:
+                try:
+                    q = w.question(sid, rel, lang, t)
+                except Exception:  # noqa: BLE001
+                    break
+            except Exception:  # noqa: BLE001
+                break
+            if not q or q in out:
+                break
+            out.append(q)
+    return out
+
+
+def _world_answer(w, sid, rel, lang) -> str | None:
+    try:
+        return w.answer(sid, rel, lang)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _world_statement(w, sid, rel, lang, value) -> str | None:
+    fn = getattr(w, "statement", None)
+    if not callable(fn):
+        return None
+    try:
+        return fn(sid, rel, lang, value=value) if value is not None else fn(sid, rel, lang)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# ----------------------------------------------------------------------------- spec parsing
+
+
+def load_source(spec: str, langs: Sequence[str] | None = None, *, limit: int | None = None,
+                seed: int = 0) -> list[Fact]:
+    """Facts from one ``KIND:PATH`` spec (see module docstring)."""
+    langs = parse_langs(langs) if langs else None
+    kind, _, path = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "world":
+        return world_facts(path or None, langs, limit=limit, seed=seed)
+    if not path:
+        raise ConfigError(f"source {spec!r}: expected KIND:PATH (mzsre:PATH, clm:PATH, jsonl:PATH, world:DIR)")
+    if not Path(path).exists():
+        raise DataError(f"source {spec!r}: {path} does not exist")
+    if kind in ("mzsre", "zsre", "mzsre-train"):
+        p = Path(path)
+        if p.is_dir() and (p / "test").is_dir() and not (p / "train").is_dir():
+            raise ConfigError(f"{p}: no train/ folder; X-KDE trains on MzsRE TRAIN pairs only")
+        if p.name == "test" or (p.is_file() and p.suffix == ".json"):
+            raise ConfigError(f"source {spec!r} is a TEST set; training on it leaks the evaluation "
+                              "(use the train/ TSVs)")
+        return mzsre_train_facts(path, langs, limit=limit, seed=seed)
+    if kind in ("clm", "counterfact"):
+        return clm_facts(path, langs, limit=limit)
+    if kind == "jsonl":
+        return jsonl_facts(path, langs, limit=limit, seed=seed)
+    if kind == "bizsre":
+        raise ConfigError("Bi-ZsRE is a test set only; training on it leaks the evaluation")
+    raise ConfigError(f"unknown source kind {kind!r} in {spec!r}; use mzsre:PATH, clm:PATH, jsonl:PATH, world:DIR")
+
+
+def load_sources(specs: Sequence[str], langs: Sequence[str] | None = None, *, limit: int | None = None,
+                 seed: int = 0) -> list[Fact]:
+    facts: list[Fact] = []
+    for s in specs:
+        facts.extend(load_source(s, langs, limit=limit, seed=seed))
+    return facts
