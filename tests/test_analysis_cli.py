@@ -201,3 +201,49 @@ def test_experiment_runs_grid_and_writes_report(tmp_path):
     # unknown run field -> clear error, exit 2
     cfg.write_text("defaults: {model: tiny-llama, data: cases.jsonl, bogus: 1}\ngrid: {method: [none]}\n")
     assert main(["experiment", str(cfg), "--out", str(tmp_path / "o2")]) == 2
+
+
+# ------------------------------------------------------------------------ the tiny toy world
+def test_analyze_layers_on_world(world, tmp_path):
+    out = tmp_path / "wl"
+    assert main(["analyze", "layers", "--model", f"world:{world}", "--limit", "60", "--no-tsne",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    rep = json.loads((out / "layers.json").read_text())
+    assert rep["n_pairs"] == 60 and rep["source"].startswith("world:")
+    assert rep["subject_not_found"] == {"zh": 0, "en": 0}
+    assert rep["suggested_layer"] in [r["layer"] for r in rep["layers"]]
+
+
+def _memit_available() -> bool:
+    try:
+        from xke.methods.base import get_method_class
+        get_method_class("memit")
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _memit_available(), reason="MEMIT is not available in this checkout")
+def test_end_to_end_world_memit_eval_then_analyze(world, tmp_path, capsys):
+    """xke eval --save-deltas with MEMIT in zh, en and mix on a few world cases, then analyze deltas."""
+    dirs = {}
+    for lang in ("zh", "en", "mix"):
+        dirs[lang] = tmp_path / lang
+        rc = main(["eval", "--model", f"world:{world}", "--method", "memit", "--bench", "jsonl",
+                   "--data", str(Path(world) / "cases.jsonl"), "--split", "heldout", "--edit-lang", lang,
+                   "--test-langs", "zh,en", "--protocol", "batch", "--batch-size", "3", "--limit", "3",
+                   "--save-deltas", "--device", "cpu", "--quiet", "--out", str(dirs[lang])])
+        assert rc == 0, capsys.readouterr().err
+        assert (dirs[lang] / "deltas.safetensors").exists()
+    out = tmp_path / "geo"
+    assert main(["analyze", "deltas", "--zh", str(dirs["zh"]), "--en", str(dirs["en"]), "--mix", str(dirs["mix"]),
+                 "--out", str(out)]) == 0
+    geom = json.loads((out / "geometry.json").read_text())
+    assert geom and all("down_proj" in n or "c_proj" in n for n in geom)
+    for g in geom.values():
+        ind, add = g["independence"], g["additivity"]
+        assert all(v is not None for v in (*ind.values(), *add.values()))
+        # the mixed edit is closer to zh + en than zh is to en
+        assert add["cosine"] > ind["cosine"]
+        assert add["relative_error"] < ind["relative_error"]
+    assert (out / "geometry.png").exists()

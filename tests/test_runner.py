@@ -248,3 +248,18 @@ def test_resume_after_sigkill_gives_same_metrics(tiny_model, data, tmp_path):
     assert json.loads((out / "metrics.json").read_text()) == json.loads((ref / "metrics.json").read_text())
     units = [json.loads(x)["unit"] for x in (out / "cases.jsonl").read_text().splitlines() if '"type": "unit"' in x]
     assert sorted(units) == list(range(40))
+
+
+def test_demo_on_tiny_world(world, tmp_path, capsys):
+    from xke.cli import main
+
+    rc = main(["demo", "--preset", "tiny", "--n", "3", "--methods", "none,fake-weight", "--out", str(tmp_path / "d"),
+               "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| none |" in out and "| fake-weight |" in out and "zh Reliability" in out
+    assert (tmp_path / "d" / "report.md").exists() and (tmp_path / "d" / "heatmap.png").exists()
+    m = json.loads(next((tmp_path / "d" / "runs").glob("*/none/metrics.json")).read_text())
+    assert m["n_cases"] == 3 and m["model"].startswith("world:")
+    spec_ = json.loads(next((tmp_path / "d" / "runs").glob("*/none/spec.json")).read_text())
+    assert spec_["split"] == "heldout"

@@ -145,15 +145,20 @@ def _pairs_for(args):
     if world_dir is None and (args.model == "world" or args.model.startswith("world:")):
         from ..models.loading import resolve_model_path
         mp = resolve_model_path(args.model)
-        world_dir = mp.parent if (mp.parent / "cases.jsonl").exists() else mp
+        world_dir = mp.parent if (mp.parent / "world.json").exists() or (mp.parent / "cases.jsonl").exists() else mp
     if world_dir is None:
         raise DataError("give parallel sentences: --bench NAME --data PATH (e.g. bizsre), or --world DIR")
+    if (world_dir / "world.json").exists():  # the world's parallel statements, with subjects
+        from ..world.world import load_world
+        from .layers import pairs_from_world
+        return (pairs_from_world(load_world(world_dir), langs_t, limit=args.limit, seed=args.seed), langs_t,
+                f"world:{world_dir} (parallel statements)")
     cases_file = world_dir / "cases.jsonl"
     if not cases_file.exists():
-        raise DataError(f"{world_dir} is not a toy world directory (no cases.jsonl)")
+        raise DataError(f"{world_dir} is not a toy world directory (no world.json or cases.jsonl)")
     from ..data.loaders import read_jsonl
     cases = read_jsonl(cases_file)
-    return pairs_from_cases(cases, langs_t, limit=args.limit), langs_t, f"world:{world_dir}"
+    return pairs_from_cases(cases, langs_t, limit=args.limit), langs_t, f"world:{world_dir} (cases.jsonl)"
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:

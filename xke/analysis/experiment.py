@@ -430,13 +430,25 @@ def run_experiment(config: str | Path, out: str | Path | None = None, *, only: S
             print(f"{r.name}: {json.dumps(r.fields, ensure_ascii=False, default=str)}")
         return {"runs": [r.name for r in runs]}
     from ..eval.runner import run_eval
+    from ..methods.base import get_method_class
+    # validate every run before running any (unknown fields, bad values, unavailable methods)
+    specs = [build_spec(r.fields, root / r.name) for r in runs]
+    for spec in specs:
+        get_method_class(spec.method)
     root.mkdir(parents=True, exist_ok=True)
     done: list[tuple[RunDef, Path]] = []
+    loaded_key, loaded = None, None
     for i, r in enumerate(runs, 1):
         d = root / r.name
         print(f"[{i}/{len(runs)}] {r.name}", flush=True)
         spec = build_spec(world_data(r.fields), d)
-        run_eval(spec)
+        key = (spec.model, spec.dtype, spec.device)
+        if key != loaded_key:  # one model in memory at a time, reused by consecutive runs
+            from ..models.loading import load_model
+            loaded = None
+            loaded = load_model(spec.model, dtype=spec.dtype, device=spec.device)
+            loaded_key = key
+        run_eval(spec, loaded=loaded)
         done.append((r, d))
     summary: dict[str, Any] = {"name": exp.name, "config": str(exp.path), "runs": {r.name: str(d) for r, d in done}}
     # geometry of zh/en/mix groups

@@ -250,6 +250,27 @@ def pairs_from_cases(cases, langs: tuple[str, str], *, limit: int | None = None,
     return pairs
 
 
+def pairs_from_world(world, langs: tuple[str, str], *, limit: int | None = None, seed: int = 0) -> list[ParallelPair]:
+    """Parallel statements of a toy :class:`~xke.world.world.World` (the facts behind its
+    ``parallel_sentences``), with each language's subject surface form; statement templates rotate
+    over facts, facts are shuffled with ``seed`` so a limit covers every relation."""
+    import random
+    a, b = langs
+    for code in langs:
+        if code not in world.langs:
+            raise DataError(f"the world has no language {code!r}; it has {world.langs}")
+    facts = list(world.all_facts())
+    random.Random(seed).shuffle(facts)
+    pairs = []
+    for i, f in enumerate(facts[:limit] if limit else facts):
+        pairs.append(ParallelPair(world.statement(f.subject, f.relation, a, i), world.name(f.subject, a),
+                                  world.statement(f.subject, f.relation, b, i), world.name(f.subject, b),
+                                  key=f"{f.subject}|{f.relation}"))
+    if len(pairs) < 2:
+        raise DataError(f"the world has only {len(pairs)} facts")
+    return pairs
+
+
 def analyze_layers(model, tokenizer, pairs: Sequence[ParallelPair], *, layers: Sequence[int],
                    langs: tuple[str, str] = ("zh", "en"), site: str = "residual", template: str = "none",
                    tsne: bool = True, tsne_max: int = 300, seed: int = 0,

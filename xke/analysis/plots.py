@@ -103,9 +103,11 @@ def plot_layer_metrics(rows: Sequence[Mapping[str, float]], path: str | Path, *,
     ax.plot(layers, [r[f"projection_{b}"] for r in rows], marker="o", color=LANG_COLORS.get(b), label=b)
     ax.set_title("Mean projection on the language vector", fontsize=9)
     ax.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
     for row in axes:
         for x in row:
             x.set_xlabel("layer", fontsize=8)
+            x.xaxis.set_major_locator(MaxNLocator(integer=True))
             if suggested is not None:
                 x.axvline(suggested, color="grey", ls="--", lw=0.8)
     if title:

@@ -64,7 +64,7 @@ class Engine:
     ``max_rows`` bounds the rows.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, *, token_budget: int = 8192, max_rows: int = 64,
+    def __init__(self, model: torch.nn.Module, tokenizer, *, token_budget: int = 8192, max_rows: int = 256,
                  max_new_tokens: int = 16, stop_on_newline: bool = True):
         self.model = model
         self.tokenizer = tokenizer

@@ -65,7 +65,8 @@ class DenseEncoder:
         self.model.eval()
         self.path = p.resolve()
         self.batch_size = batch_size
-        self.dim = int(self.model.get_sentence_embedding_dimension() or len(self.encode(["x"])[0]))
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim() or len(self.encode(["x"])[0]))
         self.key = f"dense:{self.path}:{_mtime(self.path):.0f}"
 
     @classmethod

@@ -39,6 +39,8 @@ from ..errors import XkeError
 class RetrieverTrainConfig:
     """The tiny retriever's architecture and training options."""
 
+    #: "static": token embeddings + mean pooling (StaticEmbedding; fast, robust); "bert": a tiny BERT encoder
+    arch: str = "static"
     dim: int = 128
     layers: int = 2
     heads: int = 4
@@ -47,7 +49,8 @@ class RetrieverTrainConfig:
     vocab_size: int = 3000
     epochs: int = 2
     batch_size: int = 64
-    lr: float = 1e-3
+    #: learning rate (static embeddings want a high one; a tiny BERT from scratch ~1e-4)
+    lr: float = 0.1
     warmup_ratio: float = 0.05
     #: extra pairs of different question forms per fact (within and across languages)
     template_pairs_per_fact: int = 4
@@ -58,29 +61,44 @@ class RetrieverTrainConfig:
     threshold: float = 0.5
 
 
-def build_pairs(world: Any, langs: Sequence[str], cfg: RetrieverTrainConfig) -> list[tuple[str, str]]:
-    """(anchor, positive) training pairs from a world: parallel sentences and question-form pairs."""
+def build_pairs(world: Any, langs: Sequence[str], cfg: RetrieverTrainConfig
+                ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """Training data from a world.
+
+    - pairs ``(a, b)``: the same sentence in two languages (``World.parallel_sentences``);
+    - triples ``(anchor, positive, hard negative)``: two question forms of the same fact (any
+      languages) and the positive's form asked about another subject with the same relation, so
+      that the subject's name, not only the relation words, decides the match.
+    """
     from ..world import templates as T
 
     rng = random.Random(cfg.seed)
+    langs = list(langs)
     pairs: list[tuple[str, str]] = []
-    for tup in world.parallel_sentences(list(langs)):
+    for tup in world.parallel_sentences(langs):
         a, b = rng.sample(range(len(tup)), 2) if len(tup) > 1 else (0, 0)
         if tup[a] != tup[b]:
             pairs.append((tup[a], tup[b]))
-    n_train_forms = T.N_QUESTIONS - T.N_HELDOUT
+    n_forms = T.N_QUESTIONS - T.N_HELDOUT
+    by_rel: dict[str, list[str]] = {}
+    for (subj, rel) in world.facts:
+        by_rel.setdefault(rel, []).append(subj)
+    triples: list[tuple[str, str, str]] = []
     for (subj, rel) in list(world.facts):
+        others = [o for o in by_rel[rel] if o != subj]
         for _ in range(cfg.template_pairs_per_fact):
-            la, lb = rng.choice(list(langs)), rng.choice(list(langs))
-            ta, tb = rng.randrange(n_train_forms), rng.randrange(n_train_forms)
-            qa = world.question(subj, rel, la, ta)
-            qb = world.question(subj, rel, lb, tb)
-            if qa != qb:
-                pairs.append((qa, qb))
+            la, lb = rng.choice(langs), rng.choice(langs)
+            ta, tb = rng.randrange(n_forms), rng.randrange(n_forms)
+            qa, qb = world.question(subj, rel, la, ta), world.question(subj, rel, lb, tb)
+            if qa == qb or not others:
+                continue
+            neg = world.question(rng.choice(others), rel, lb, tb)
+            triples.append((qa, qb, neg))
     rng.shuffle(pairs)
+    rng.shuffle(triples)
     if cfg.max_pairs is not None:
-        pairs = pairs[:cfg.max_pairs]
-    return pairs
+        pairs, triples = pairs[:cfg.max_pairs], triples[:cfg.max_pairs]
+    return pairs, triples
 
 
 def _train_tokenizer(texts: Sequence[str], out: Path, vocab_size: int):
@@ -92,33 +110,43 @@ def _train_tokenizer(texts: Sequence[str], out: Path, vocab_size: int):
                             special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     out.mkdir(parents=True, exist_ok=True)
     tok.save_model(str(out))
-    return BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True, tokenize_chinese_chars=True,
-                             strip_accents=False)
+    return BertTokenizerFast(tokenizer_object=tok._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
 def build_model(texts: Sequence[str], cfg: RetrieverTrainConfig, workdir: Path):
-    """An untrained tiny BERT sentence encoder whose tokenizer is trained on ``texts``."""
+    """An untrained sentence encoder (``cfg.arch``) whose tokenizer is trained on ``texts``."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Normalize, Pooling, Transformer
+    try:
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, StaticEmbedding, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Normalize, Pooling, StaticEmbedding, Transformer
     from transformers import BertConfig, BertModel
 
     tdir = workdir / "transformer"
     tok = _train_tokenizer(texts, tdir, cfg.vocab_size)
     torch.manual_seed(cfg.seed)
+    if cfg.arch == "static":
+        emb = StaticEmbedding(tok.backend_tokenizer, embedding_dim=cfg.dim)
+        return SentenceTransformer(modules=[emb, Normalize()], device="cpu")
+    if cfg.arch != "bert":
+        raise XkeError(f"retriever arch must be 'static' or 'bert', not {cfg.arch!r}")
     bcfg = BertConfig(vocab_size=len(tok), hidden_size=cfg.dim, num_hidden_layers=cfg.layers,
                       num_attention_heads=cfg.heads, intermediate_size=cfg.intermediate,
                       max_position_embeddings=max(64, cfg.max_seq_length + 2), pad_token_id=tok.pad_token_id)
     BertModel(bcfg).save_pretrained(tdir)
     tok.save_pretrained(tdir)
     word = Transformer(str(tdir), max_seq_length=cfg.max_seq_length)
-    pool = Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    pool = Pooling(word.get_embedding_dimension() if hasattr(word, "get_embedding_dimension")
+                   else word.get_word_embedding_dimension(), pooling_mode="mean")
     return SentenceTransformer(modules=[word, pool, Normalize()], device="cpu")
 
 
 def train_encoder(pairs: Sequence[tuple[str, str]], cfg: RetrieverTrainConfig, out: str | Path,
-                  extra_texts: Sequence[str] = ()) -> Path:
-    """Train a tiny sentence encoder on (anchor, positive) pairs and save it to ``out``."""
+                  triples: Sequence[tuple[str, str, str]] = ()) -> Path:
+    """Train a tiny sentence encoder on (anchor, positive) pairs and (anchor, positive, hard negative)
+    triples (MultipleNegativesRankingLoss, in-batch negatives) and save it to ``out``."""
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -130,12 +158,19 @@ def train_encoder(pairs: Sequence[tuple[str, str]], cfg: RetrieverTrainConfig, o
     torch.set_num_threads(cfg.threads)
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="xke-retriever-") as tmp:
-        texts = [t for p in pairs for t in p] + list(extra_texts)
+        from datasets import DatasetDict
+
+        texts = [t for p in pairs for t in p] + [t for p in triples for t in p]
         model = build_model(texts, cfg, Path(tmp))
-        ds = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]})
+        ds = DatasetDict({"parallel": Dataset.from_dict({"anchor": [a for a, _ in pairs],
+                                                        "positive": [b for _, b in pairs]})})
+        if triples:
+            ds["questions"] = Dataset.from_dict({"anchor": [t[0] for t in triples],
+                                                 "positive": [t[1] for t in triples],
+                                                 "negative": [t[2] for t in triples]})
         args = SentenceTransformerTrainingArguments(
             output_dir=str(Path(tmp) / "trainer"), num_train_epochs=cfg.epochs,
-            per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr, warmup_ratio=cfg.warmup_ratio,
+            per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,
             batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none", logging_strategy="no",
             seed=cfg.seed, use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds,
@@ -174,6 +209,7 @@ def recall_at_1(encoder, cases: Sequence[Any], mem_lang: str, query_lang: str, *
         out[f"{kind}_recall@1"] = float(np.mean(top == np.asarray(gold)))
         out[f"{kind}_score_mean"] = float(np.mean(sims[np.arange(len(qs)), gold]))
         out[f"{kind}_n"] = len(qs)
+        out.setdefault("gold_scores", []).extend(float(x) for x in sims[np.arange(len(qs)), gold])
     # a locality question about a subject whose same-relation edit is in the memory is a true hit: skip it
     edited = {(c.views[query_lang].subject, c.meta.get("relation")) for c in cases}
     loc = [c.views[query_lang].locality_prompt for c in cases if c.views[query_lang].locality_prompt
@@ -233,36 +269,34 @@ def train_world_retriever(world_dir: str | Path, out: str | Path | None = None,
     torch.set_num_threads(cfg.threads)
     t0, c0 = time.time(), time.process_time()
     try:
-        pairs = build_pairs(world, langs, cfg)
-        train_encoder(pairs, cfg, out)
+        pairs, triples = build_pairs(world, langs, cfg)
+        train_encoder(pairs, cfg, out, triples)
         cpu = time.process_time() - c0
         enc = DenseEncoder(out)
-        cases = world.counterfactual_cases("heldout", langs)
-        report: dict[str, Any] = {"config": asdict(cfg), "langs": langs, "n_pairs": len(pairs),
+        report: dict[str, Any] = {"config": asdict(cfg), "langs": langs, "n_pairs": len(pairs), "n_triples": len(triples),
                                   "cpu_seconds": round(cpu, 1), "wall_seconds": round(time.time() - t0, 1),
-                                  "threads": cfg.threads, "split": "heldout", "recall": {}}
-        pos, neg = [], []
-        for a in langs:
-            for b in langs:
-                if a == b:
-                    continue
-                r = recall_at_1(enc, cases, a, b)
-                neg += r.pop("locality_best_scores", [])
-                report["recall"][f"{a}->{b}"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-        # positives: the gold-pair scores of reliability queries
-        for a in langs:
-            for b in langs:
-                if a != b:
-                    cs = [c for c in cases if a in c.views and b in c.views]
-                    m = enc.encode([c.views[a].prompt for c in cs])
-                    q = enc.encode([c.views[b].prompt for c in cs])
-                    pos += list(np.sum(m * q, axis=1))
-        thr = choose_threshold(pos, neg) if pos and neg else cfg.threshold
-        report["threshold"] = round(thr, 4)
-        report["false_hit_rate"] = round(false_hit_rate(neg, thr), 4)
-        report["true_hit_rate"] = round(float(np.mean(np.asarray(pos) >= thr)), 4) if pos else None
-        report["false_hit_rate_at_0.5"] = round(false_hit_rate(neg, 0.5), 4)
-        report["true_hit_rate_at_0.5"] = round(float(np.mean(np.asarray(pos) >= 0.5)), 4) if pos else None
+                                  "threads": cfg.threads}
+        for split in ("heldout", "all"):
+            cases = world.counterfactual_cases(split, langs)
+            block: dict[str, Any] = {"recall": {}}
+            pos, neg = [], []
+            for a in langs:
+                for b in langs:
+                    if a == b:
+                        continue
+                    r = recall_at_1(enc, cases, a, b)
+                    neg += r.pop("locality_best_scores", [])
+                    pos += r.pop("gold_scores", [])
+                    block["recall"][f"{a}->{b}"] = {k: (round(v, 4) if isinstance(v, float) else v)
+                                                    for k, v in r.items()}
+            thr = choose_threshold(pos, neg) if pos and neg else cfg.threshold
+            block["chosen_threshold"] = round(thr, 4)
+            for t in sorted({round(thr, 4), cfg.threshold}):
+                block[f"at_{t}"] = {"false_hit_rate": round(false_hit_rate(neg, t), 4),
+                                    "true_hit_rate": round(float(np.mean(np.asarray(pos) >= t)), 4),
+                                    "n_unrelated": len(neg), "n_related": len(pos)}
+            report[split] = block
+        report["threshold"] = report["heldout"]["chosen_threshold"]
         (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     finally:
         torch.set_num_threads(threads_before)

@@ -98,7 +98,7 @@ def _borrow_unrelated(facts: list[Fact], seed: int, k: int = 1) -> None:
             for _ in range(k):
                 j = (i + 1 + rng.randrange(n - 1)) % n
                 ov = facts[j].views.get(lang)
-                if ov is None or ov.subject == v.subject:
+                if ov is None or ov.prompt == v.prompt or (v.subject and ov.subject == v.subject):
                     continue
                 ans = ov.target_old if ov.target_old else ov.target_new
                 v.unrelated.append((ov.prompt, ans))
@@ -151,7 +151,8 @@ def jsonl_facts(path: str | Path, langs: Sequence[str] | None = None, *, limit: 
 
 
 def world_facts(world_dir: str | Path | None, langs: Sequence[str] | None = None, *,
-                limit: int | None = None, seed: int = 0) -> list[Fact]:
+                limit: int | None = None, seed: int = 0, all_relations: bool = False,
+                edits_per_fact: int = 1) -> list[Fact]:
     """The toy world's counterfactual cases of the TRAIN split, with ground-truth extras.
 
     - in-scope phrasings: the world's question templates for the relation
@@ -171,10 +172,36 @@ def world_facts(world_dir: str | Path | None, langs: Sequence[str] | None = None
 
         world_dir = build_world(preset="default")
     w = load_world(world_dir)
-    cases = list(w.counterfactual_cases(split="train"))
+    held = {e for e, sp in w.splits.items() if sp == "heldout"}
+    if all_relations:
+        # every fact of every train-split subject, edited ``edits_per_fact`` times; held-out entities are
+        # neither subjects nor new values
+        rng = random.Random(f"xeit-{seed}")
+        case_langs = [l for l in (langs or w.langs) if l in w.langs]
+        cases = []
+        for sid in sorted({s for (s, _r) in w.facts}):
+            if sid in held:
+                continue
+            for rel in w.subject_relations(sid):
+                for k in range(edits_per_fact):
+                    new = None
+                    for _ in range(20):
+                        new = w.new_value(sid, rel, rng)
+                        if new not in held:
+                            break
+                    if new is None or new in held:
+                        continue
+                    cases.append(w.make_case(sid, rel, new, rng, case_langs, case_id=f"xeit-{sid}-{rel}-{k}"))
+    else:
+        cases = [c for c in w.counterfactual_cases(split="train") if c.meta.get("new_value") not in held]
     if limit is not None:
         cases = cases[:limit]
     facts = facts_from_cases(cases, "world", use_paraphrases=False)
+    # no question about a held-out entity enters training (locality questions may name one)
+    held_names = {w.name(e, l) for e in held for l in w.langs}
+    for f in facts:
+        for v in f.views.values():
+            v.unrelated = [(q, a) for q, a in v.unrelated if not any(n in q for n in held_names)]
     want = set(langs) if langs else None
     for f, c in zip(facts, cases):
         sid = c.meta.get("subject_id")
@@ -264,15 +291,21 @@ def _world_statement(w, sid, rel, lang, value) -> str | None:
 
 
 def load_source(spec: str, langs: Sequence[str] | None = None, *, limit: int | None = None,
-                seed: int = 0) -> list[Fact]:
+                seed: int = 0, world_all_relations: bool = False, world_edits_per_fact: int = 1) -> list[Fact]:
     """Facts from one ``KIND:PATH`` spec (see module docstring)."""
     langs = parse_langs(langs) if langs else None
     kind, _, path = spec.partition(":")
     kind = kind.strip().lower()
     if kind == "world":
-        return world_facts(path or None, langs, limit=limit, seed=seed)
+        return world_facts(path or None, langs, limit=limit, seed=seed, all_relations=world_all_relations,
+                           edits_per_fact=world_edits_per_fact)
+    if kind == "bizsre":
+        raise ConfigError("Bi-ZsRE is a test set only; training on it leaks the evaluation")
     if not path:
         raise ConfigError(f"source {spec!r}: expected KIND:PATH (mzsre:PATH, clm:PATH, jsonl:PATH, world:DIR)")
+    if kind not in ("mzsre", "zsre", "mzsre-train", "clm", "counterfact", "jsonl"):
+        raise ConfigError(f"unknown source kind {kind!r} in {spec!r}; use mzsre:PATH, clm:PATH, jsonl:PATH, "
+                          "world:DIR")
     if not Path(path).exists():
         raise DataError(f"source {spec!r}: {path} does not exist")
     if kind in ("mzsre", "zsre", "mzsre-train"):
@@ -287,14 +320,12 @@ def load_source(spec: str, langs: Sequence[str] | None = None, *, limit: int | N
         return clm_facts(path, langs, limit=limit)
     if kind == "jsonl":
         return jsonl_facts(path, langs, limit=limit, seed=seed)
-    if kind == "bizsre":
-        raise ConfigError("Bi-ZsRE is a test set only; training on it leaks the evaluation")
     raise ConfigError(f"unknown source kind {kind!r} in {spec!r}; use mzsre:PATH, clm:PATH, jsonl:PATH, world:DIR")
 
 
 def load_sources(specs: Sequence[str], langs: Sequence[str] | None = None, *, limit: int | None = None,
-                 seed: int = 0) -> list[Fact]:
+                 seed: int = 0, **world_options) -> list[Fact]:
     facts: list[Fact] = []
     for s in specs:
-        facts.extend(load_source(s, langs, limit=limit, seed=seed))
+        facts.extend(load_source(s, langs, limit=limit, seed=seed, **world_options))
     return facts

@@ -17,6 +17,7 @@ that would be truncated are counted and reported (and dropped by default).
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import random
 import time
@@ -28,6 +29,7 @@ from typing import Any, Literal
 from ..errors import ConfigError, XkeError
 
 ALGOS = ("orpo", "dpo", "cpo", "kto")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO/CPO live in trl.experimental in TRL 1.x
 
 
 @dataclass
@@ -211,7 +213,11 @@ def make_po_trainer(model, tokenizer, train_pairs: list[dict], val_pairs: list[d
         from trl import DPOConfig as C, DPOTrainer as T
     else:
         from trl import KTOConfig as C, KTOTrainer as T
-    args = C(**common)
+    if cfg.algo in ("orpo", "cpo"):
+        common["remove_unused_columns"] = False
+    with warnings.catch_warnings():  # transformers 5 renames gradient_checkpointing; TRL still defaults it on
+        warnings.simplefilter("ignore", FutureWarning)
+        args = C(**common)
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig

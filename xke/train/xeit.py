@@ -171,7 +171,7 @@ def build_sft_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[d
     train_recs, mode = to_sft_records(train_rows, tokenizer)
     val_recs = to_sft_records(val_rows, tokenizer)[0] if val_rows else None
     bf16 = _use_bf16(cfg.bf16)
-    args = SFTConfig(
+    kwargs = dict(
         output_dir=str(out_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
@@ -186,6 +186,9 @@ def build_sft_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[d
         eval_strategy="no", disable_tqdm=os.environ.get("XKE_NO_PROGRESS") == "1",
         padding_free=False,
     )
+    with warnings.catch_warnings():  # transformers 5 renames gradient_checkpointing; TRL still defaults it on
+        warnings.simplefilter("ignore", FutureWarning)
+        args = SFTConfig(**kwargs)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_recs),
                          eval_dataset=Dataset.from_list(val_recs) if val_recs else None,
                          processing_class=tokenizer, peft_config=_lora_config(cfg) if cfg.lora else None)
@@ -251,16 +254,23 @@ def train_xeit(model_spec: str, data_dir: str | Path, out_dir: str | Path, cfg: 
 
 
 def save_trained(trainer, tokenizer, out: Path, *, merge_lora: bool) -> None:
-    """Save the trained model (LoRA merged when asked) + tokenizer, ready for ``--model DIR``."""
+    """Save the trained model (LoRA merged when asked) + tokenizer, ready for ``--model DIR``.
+
+    Uses ``trainer.save_model`` (which gathers FSDP / DeepSpeed ZeRO-3 shards) unless
+    LoRA adapters are merged into the base weights first."""
     import shutil
 
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.padding_side = "left"
     model = trainer.model
     if merge_lora and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(out)
-    ck = out / "checkpoints"
-    if ck.exists() and not any(ck.iterdir()):
-        shutil.rmtree(ck, ignore_errors=True)
+        merged = model.merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            merged.save_pretrained(out, safe_serialization=True)
+    else:
+        trainer.save_model(str(out))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(out)
+        ck = out / "checkpoints"
+        if ck.exists() and not any(ck.iterdir()):
+            shutil.rmtree(ck, ignore_errors=True)

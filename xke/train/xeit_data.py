@@ -55,6 +55,8 @@ class DataConfig:
     generate_out_of_scope: bool = False  # LLM step: irrelevant-attribute question + answer
     long_answers: bool = False       # LLM step: long in-scope answers
     max_facts: int | None = None
+    world_all_relations: bool = False   # world source: every fact of every train-split subject, not only its cases
+    world_edits_per_fact: int = 1       # world source with world_all_relations: counterfactual edits per fact
     val_fraction: float = 0.05
     seed: int = 0
     formats: list[str] = field(default_factory=lambda: ["jsonl"])
@@ -245,28 +247,40 @@ def build_rows(facts: Sequence[Fact], cfg: DataConfig) -> list[dict[str, Any]]:
                     for w in settings:
                         if not w and not vt.target_old:
                             continue  # without the descriptor the answer is the ORIGINAL one: unknown here
-                        for _ in range(cfg.queries_per_pair):
-                            if w:
-                                kind, q, a = inscope[rng.randrange(len(inscope))]
-                            else:
-                                kind, q = plain[rng.randrange(len(plain))]
-                                a = vt.target_old
+                        if w:
+                            picks = _pick(rng, inscope, cfg.queries_per_pair)
+                        else:
+                            picks = [(k, q, vt.target_old) for k, q in _pick(rng, plain, cfg.queries_per_pair)]
+                        for kind, q, a in picks:
                             rows.append(_row(f, s, t, "in", w, kind, q, a, desc))
                     if gen_long and cfg.with_descriptor:
                         rows.append(_row(f, s, t, "in", True, "long", gen_long[0], gen_long[1], desc))
                     elif cfg.long_answers and vt.hints.get("long_answer") and cfg.with_descriptor:
                         rows.append(_row(f, s, t, "in", True, "long", vt.prompt, vt.hints["long_answer"], desc))
                 if cfg.out_of_scope and (vt.same_subject or vt.unrelated):
+                    pool = [("same_subject", q, a) for q, a in vt.same_subject]
+                    pool += [("unrelated", q, a) for q, a in vt.unrelated]
                     for w in settings:
-                        for _ in range(cfg.oos_per_pair):
-                            use_same = vt.same_subject and (not vt.unrelated or rng.random() < cfg.same_subject_share)
-                            pool = vt.same_subject if use_same else vt.unrelated
-                            q, a = pool[rng.randrange(len(pool))]
-                            rows.append(_row(f, s, t, "out", w, "same_subject" if use_same else "unrelated",
-                                             q, a, desc))
+                        picks = []
+                        for _ in range(min(cfg.oos_per_pair, len(pool))):
+                            left = [p for p in pool if p not in picks]
+                            same = [p for p in left if p[0] == "same_subject"]
+                            other = [p for p in left if p[0] != "same_subject"]
+                            use_same = bool(same) and (not other or rng.random() < cfg.same_subject_share)
+                            cand = same if use_same else other
+                            picks.append(cand[rng.randrange(len(cand))])
+                        for kind, q, a in picks:
+                            rows.append(_row(f, s, t, "out", w, kind, q, a, desc))
     for i, r in enumerate(rows):
         r["id"] = i
     return rows
+
+
+def _pick(rng: random.Random, pool: list, k: int) -> list:
+    """Up to ``k`` distinct items of ``pool`` (all of them when it is smaller)."""
+    if k >= len(pool):
+        return list(pool)
+    return [pool[i] for i in sorted(rng.sample(range(len(pool)), k))]
 
 
 def is_validation(fact_id: str, fraction: float, seed: int = 0) -> bool:

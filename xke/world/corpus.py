@@ -54,7 +54,8 @@ def join_sentences(sents: Iterable[str], lang: str) -> str:
 
 
 def render_question(rel: str, lang: str, k: int, s: str) -> str:
-    return T.QUESTIONS[rel][lang][k].format(s=s)
+    """Training question form number ``k`` (0 .. N_TRAIN_Q-1) of ``rel`` about ``s``."""
+    return T.QUESTIONS[rel][lang][T.TRAIN_FORMS[k]].format(s=s)
 
 
 def render_statement(rel: str, lang: str, k: int, s: str, o: str) -> str:

@@ -141,7 +141,7 @@ def train(model, tok, epoch_fn: Callable[[int], list], *, epochs: int, seq_len: 
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
-            ep_loss += float(loss)
+            ep_loss += loss.item()
             ep_n += 1
             stats["tokens"] += int(xb.numel())
         stats["loss"].append(round(ep_loss / max(1, ep_n), 4))

@@ -2,17 +2,20 @@
 
 ``{s}`` is the subject's surface form (it appears verbatim in every question,
 so locate-then-edit methods find the subject's tokens), ``{o}`` the object's.
-Each relation has :data:`N_QUESTIONS` question forms per language; the last
-:data:`N_HELDOUT` are held out of pretraining and used for generality
-(paraphrase) and the held-out recall figure.
+Each relation has :data:`N_QUESTIONS` question forms per language; those at
+:data:`HELDOUT_FORMS` are held out of pretraining and used for generality
+(paraphrases) and the held-out recall figure.
 """
 
 from __future__ import annotations
 
 N_QUESTIONS = 8
-N_HELDOUT = 2
+#: positions of the held-out question forms (paraphrases never seen in pretraining)
+HELDOUT_FORMS = (4, 5)
+TRAIN_FORMS = tuple(i for i in range(N_QUESTIONS) if i not in HELDOUT_FORMS)
+N_HELDOUT = len(HELDOUT_FORMS)
 
-#: relation -> lang -> list of question templates (the last N_HELDOUT held out of training)
+#: relation -> lang -> list of question templates (those at HELDOUT_FORMS held out of training)
 QUESTIONS: dict[str, dict[str, list[str]]] = {
     "birthplace": {
         "en": ["Where was {s} born?", "In which city was {s} born?", "What is the birthplace of {s}?",

@@ -235,8 +235,10 @@ class World:
         """Question forms of a fact: ``train`` (used in pretraining), ``heldout`` or ``all``."""
         lang = normalize_lang(lang)
         forms = T.QUESTIONS[relation][lang]
-        n = len(forms) - T.N_HELDOUT
-        sel = {"train": forms[:n], "heldout": forms[n:], "all": forms}[split]
+        if split not in ("train", "heldout", "all"):
+            raise XkeError(f"split must be train, heldout or all, not {split!r}")
+        idx = {"train": T.TRAIN_FORMS, "heldout": T.HELDOUT_FORMS, "all": range(len(forms))}[split]
+        sel = [forms[i] for i in idx]
         s = self.name(subject_id, lang)
         return [q.format(s=s) for q in sel]
 

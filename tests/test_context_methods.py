@@ -1,0 +1,157 @@
+"""IKE, LTE and X-KDE inference on the tiny toy world: gold and retrieve modes, thresholds, restore."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xke.data.loaders import read_jsonl
+from xke.data.schema import Query
+from xke.methods.base import build_method
+from xke.methods.xkde import xkde_prompt
+from xke.models.prompts import PromptFormatter
+
+
+@pytest.fixture(scope="module")
+def world_model(world):
+    from xke.models.loading import load_model
+    return load_model(f"world:{world}", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cases(world):
+    return list(read_jsonl(Path(world) / "cases.jsonl"))
+
+
+def _method(lm, name, **overrides):
+    return build_method(name, lm.model, lm.tokenizer, PromptFormatter(lm.tokenizer), overrides=overrides)
+
+
+def _q(case, lang, kind="reliability"):
+    return [q for q in case.queries(lang) if q.kind == kind][0]
+
+
+def test_xkde_prompt_format():
+    p = xkde_prompt([("Where was A born?", "Paris")], "A出生在哪里？", "zh")
+    assert p == ("Please acknowledge the updated information provided below and respond to the subsequent query "
+                 "in Chinese.\n\n[Updated Information]:\nWhere was A born? Paris\n\n[Query]:\nA出生在哪里？")
+    assert "in English." in xkde_prompt([("q", "a")], "q", "en")
+    two = xkde_prompt([("q1", "a1"), ("q2", "a2")], "q", "en")
+    assert "1. q1 a1\n2. q2 a2" in two
+    assert xkde_prompt([], "just the question", "en") == "just the question"
+
+
+@pytest.mark.parametrize("name", ["xkde", "lte", "ike"])
+def test_gold_mode_puts_the_edit_in_context(world_model, cases, name):
+    m = _method(world_model, name, mode="gold")
+    case = cases[0]
+    req = case.request("en")
+    q_zh, q_en = _q(case, "zh"), _q(case, "en")
+    plain = m.prompt(q_zh)
+    assert req.target_new not in plain  # nothing applied yet
+    h = m.apply([req])
+    p = m.prompt(q_zh)
+    assert req.prompt in p and req.target_new in p and q_zh.prompt in p
+    assert p.startswith(world_model.tokenizer.bos_token) and p.rstrip().endswith("<|assistant|>")  # chat template
+    if name == "xkde":
+        assert "respond to the subsequent query in Chinese" in p
+        assert "in English" in m.prompt(q_en)
+    if name == "lte":
+        assert "[Question]:" in p
+    # another case's query gets no edit
+    assert req.target_new not in m.prompt(_q(cases[1], "zh")) or cases[1].view("en").target_new == req.target_new
+    h.restore()
+    assert m.prompt(q_zh) == plain
+
+
+def test_gold_mix_uses_query_language(world_model, cases):
+    m = _method(world_model, "xkde", mode="gold")
+    case = cases[0]
+    m.apply([case.request("zh"), case.request("en")])
+    assert case.view("zh").target_new in m.prompt(_q(case, "zh"))
+    assert case.view("en").prompt in m.prompt(_q(case, "en"))
+
+
+def test_ike_no_target_language_answer_leak(world_model, cases):
+    case = next(c for c in cases if c.view("zh").target_new not in c.view("en").target_new
+                and c.view("zh").target_new not in c.view("zh").prompt)
+    q = _q(case, "zh")
+    # the new fact's own block carries the source-language answer only
+    m0 = _method(world_model, "ike", mode="gold", k=0)
+    m0.apply([case.request("en")])
+    p0 = m0.prompt(q)
+    assert case.view("en").target_new in p0 and case.view("zh").target_new not in p0
+    # with demonstrations: k of them, none built from the edited case itself
+    m = _method(world_model, "ike", mode="gold", k=3, pool_limit=None)
+    assert any(c.case_id == case.case_id for c in m.pool()) or case.meta.get("split") == "heldout"
+    m.apply([case.request("en")])
+    p = m.prompt(q)
+    assert p.count("New Fact:") == 4                       # 3 demonstrations + the new fact
+    demos = m.demonstrations(case.request("en"), q)
+    assert len(demos) == 3 and all(case.view("en").prompt not in d for d in demos)
+    assert all(case.view("zh").prompt not in d for d in demos)
+    last = p.split("\n\n")[-1]
+    assert case.view("en").target_new in last and case.view("zh").target_new not in last
+
+
+def test_retrieve_mode_bm25_puts_the_right_edit_in_context(world_model, cases, tmp_path):
+    m = _method(world_model, "lte", mode="retrieve", retriever="bm25", threshold=0.0, top_k=1,
+                memory_path=str(tmp_path / "mem.sqlite"))
+    batch = cases[:10]
+    h = m.apply([c.request("en") for c in batch])
+    assert len(m.memory) == 10
+    right = sum(c.view("en").target_new in m.prompt(_q(c, "en")) and c.view("en").prompt in m.prompt(_q(c, "en"))
+                for c in batch)
+    assert right >= 9
+    h.restore()                                  # removes exactly the edits it added
+    assert len(m.memory) == 0
+    assert m.prompt(_q(batch[0], "en")) == m.formatter.format(batch[0].view("en").prompt)
+    m.close()
+
+
+def test_retrieve_threshold_drops_unrelated_edits(world_model, cases):
+    m = _method(world_model, "xkde", mode="retrieve", retriever="bm25", threshold=1e6)
+    m.apply([c.request("en") for c in cases[:5]])
+    q = _q(cases[0], "en")
+    assert m.prompt(q) == m.formatter.format(q.prompt)   # nothing clears the threshold
+    m2 = _method(world_model, "xkde", mode="retrieve", retriever="bm25", threshold=0.0)
+    m2.apply([cases[0].request("en")])
+    unrelated = Query("x", "en", "locality", "Zzzz qqqq?", "")
+    assert m2.prompt(unrelated) == m2.formatter.format("Zzzz qqqq?")
+
+
+def test_sequential_edits_accumulate_and_restore(world_model, cases):
+    m = _method(world_model, "lte", mode="retrieve", retriever="bm25", threshold=0.0)
+    handles = [m.apply([c.request("en")]) for c in cases[:3]]
+    assert len(m.memory) == 3
+    handles[1].restore()
+    assert len(m.memory) == 2
+    assert cases[1].view("en").target_new not in m.prompt(_q(cases[1], "en")) or \
+        cases[1].view("en").target_new in (cases[0].view("en").target_new, cases[2].view("en").target_new)
+
+
+def test_retrieve_dense_cross_lingual_with_world_retriever(world_model, cases, world, tmp_path):
+    """The world's trained retriever: en edits in memory, zh queries find them."""
+    from xke.memory.train_retriever import train_world_retriever
+    ret = Path(world) / "retriever"
+    if not (ret / "modules.json").exists():
+        train_world_retriever(world, tmp_path / "retriever", {"epochs": 2})
+        ret = tmp_path / "retriever"
+    m = _method(world_model, "xkde", mode="retrieve", retriever_path=str(ret), threshold=None, top_k=1)
+    batch = cases[:20]
+    m.apply([c.request("en") for c in batch])
+    right = sum(c.view("en").prompt in m.prompt(_q(c, "zh")) for c in batch)
+    assert right / len(batch) >= 0.9
+    rep = json.loads((ret / "report.json").read_text())
+    assert rep["heldout"]["recall"]["en->zh"]["reliability_recall@1"] >= 0.9
+
+
+def test_retrieve_without_retriever_path_is_a_clear_error(tiny_model):
+    from xke.errors import ConfigError
+    m = build_method("lte", tiny_model.model, tiny_model.tokenizer, PromptFormatter(tiny_model.tokenizer),
+                     overrides={"mode": "retrieve"})
+    m.apply([])
+    with pytest.raises(ConfigError, match="retriever_path"):
+        m.prompt(Query("c", "en", "reliability", "Where?", "x"))

@@ -1,0 +1,167 @@
+"""XE-IT data construction: Table 8 layout, X-KDE prompt, splits, sources."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xke.errors import ConfigError
+from xke.methods.xkde import xkde_prompt
+from xke.train.llm import OfflineSteps
+from xke.train.sources import Fact, FactView, load_source
+from xke.train.xeit_data import (DataConfig, build_rows, build_xeit_dataset, format_table8, read_rows, split_rows,
+                                 table8_stats)
+
+
+def _facts(n=6):
+    facts = []
+    for i in range(n):
+        en = FactView(subject=f"Bob{i}", prompt=f"Where was Bob{i} born?", target_new=f"Paris{i}",
+                      target_old=f"London{i}", queries=[f"In which city was Bob{i} born?"],
+                      portability=[(f"In which country was Bob{i} born?", f"France{i}")],
+                      same_subject=[(f"What is Bob{i}'s job?", f"painter{i}")],
+                      unrelated=[(f"Where was Ann{i} born?", f"Rome{i}")],
+                      hints={"complex_queries": [f"Which city saw the birth of Bob{i}?"]})
+        zh = FactView(subject=f"鲍勃{i}", prompt=f"鲍勃{i}出生在哪里？", target_new=f"巴黎{i}", target_old=f"伦敦{i}",
+                      queries=[f"鲍勃{i}的出生地是哪座城市？"], same_subject=[(f"鲍勃{i}的职业是什么？", f"画家{i}")],
+                      unrelated=[(f"安{i}出生在哪里？", f"罗马{i}")],
+                      hints={"complex_queries": [f"哪座城市见证了鲍勃{i}的诞生？"]})
+        facts.append(Fact(fact_id=f"t:{i}", source="test", views={"en": en, "zh": zh}))
+    return facts
+
+
+def test_table8_layout_sections_scopes_and_prompt():
+    cfg = DataConfig(langs=["en", "zh"], queries_per_pair=1, oos_per_pair=1, val_fraction=0.0)
+    facts = _facts(3)
+    rows = build_rows(facts, cfg)
+    # per fact: 4 (s, t) pairs x [in w/, in w/o, out w/, out w/o]
+    assert len(rows) == 3 * 4 * 4
+    pairs = {(r["src_lang"], r["tgt_lang"]) for r in rows}
+    assert pairs == {("en", "en"), ("zh", "zh"), ("en", "zh"), ("zh", "en")}
+    for r in rows:
+        assert r["section"] == ("mono" if r["src_lang"] == r["tgt_lang"] else "cross")
+        user, ans = r["messages"][0]["content"], r["messages"][1]["content"]
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant"]
+        f = facts[int(r["fact_id"].split(":")[1])]
+        vs, vt = f.views[r["src_lang"]], f.views[r["tgt_lang"]]
+        if r["with_edit"]:
+            # exactly the inference prompt, descriptor in the source language, query in the target language
+            assert user == xkde_prompt([(vs.prompt, vs.target_new)], r["query"], r["tgt_lang"])
+        else:
+            assert user == r["query"]
+        if r["scope"] == "in" and r["with_edit"]:
+            assert ans in (vt.target_new, vt.portability[0][1] if vt.portability else None)
+        if r["scope"] == "in" and not r["with_edit"]:
+            assert ans == vt.target_old  # without the descriptor, knowledge is unchanged
+        if r["scope"] == "out":
+            assert (r["query"], ans) in vt.same_subject + vt.unrelated
+    # the cross-lingual section asks in the target language about a source-language descriptor
+    r = next(r for r in rows if r["src_lang"] == "en" and r["tgt_lang"] == "zh" and r["with_edit"])
+    assert "respond to the subsequent query in Chinese" in r["messages"][0]["content"]
+    assert "Where was Bob" in r["messages"][0]["content"]
+
+
+def test_section_and_descriptor_switches():
+    facts = _facts(2)
+    rows = build_rows(facts, DataConfig(langs=["en", "zh"], sections=["cross"], without_descriptor=False))
+    assert rows and all(r["section"] == "cross" and r["with_edit"] for r in rows)
+    rows = build_rows(facts, DataConfig(langs=["en", "zh"], out_of_scope=False))
+    assert rows and all(r["scope"] == "in" for r in rows)
+    # no original answer known -> no in-scope row without the descriptor
+    for f in facts:
+        for v in f.views.values():
+            v.target_old = None
+    rows = build_rows(facts, DataConfig(langs=["en", "zh"]))
+    assert not [r for r in rows if r["scope"] == "in" and not r["with_edit"]]
+    with pytest.raises(ConfigError):
+        from xke.config import from_dict
+
+        from_dict(DataConfig, {"sections": ["both"]})
+
+
+def test_split_by_fact_and_files_load_with_datasets(tmp_path):
+    facts = _facts(40)
+    cfg = DataConfig(langs=["en", "zh"], val_fraction=0.25, long_answers=False, formats=["jsonl", "parquet"])
+    stats = build_xeit_dataset(facts, cfg, tmp_path, steps=OfflineSteps(0), quiet=True)
+    train, val = read_rows(tmp_path / "train.jsonl"), read_rows(tmp_path / "validation.jsonl")
+    assert stats["train_rows"] == len(train) and stats["validation_rows"] == len(val) and val
+    assert not ({r["fact_id"] for r in train} & {r["fact_id"] for r in val})
+    # offline backend: ground-truth complex queries went into the in-scope phrasings
+    assert stats["augment"]["complex_queries"] == 80
+    assert any("Which city saw the birth" in r["query"] for r in train + val)
+    from datasets import load_dataset
+
+    ds = load_dataset("json", data_files={"train": str(tmp_path / "train.jsonl")})["train"]
+    assert ds[0]["messages"][1]["role"] == "assistant"
+    pq = load_dataset("parquet", data_files=str(tmp_path / "train.parquet"))["train"]
+    assert len(pq) == len(train)
+    saved = json.loads((tmp_path / "stats.json").read_text())
+    assert saved["table8"] and saved["rows"] == len(train) + len(val)
+
+
+def test_table8_stats_and_print():
+    rows = build_rows(_facts(2), DataConfig(langs=["en", "zh"]))
+    st = table8_stats(rows)
+    assert sum(s["total"] for s in st) == len(rows)
+    en_zh = next(s for s in st if s["pair"] == "en->zh")
+    assert en_zh["in_scope_with_edit"] == en_zh["in_scope_without_edit"] == 2
+    txt = format_table8(st)
+    assert "in w/" in txt and "en->zh" in txt and "cross" in txt and "Total" in txt
+
+
+def test_long_answers_from_offline_hints():
+    facts = _facts(2)
+    for f in facts:
+        f.views["en"].hints["long_answer"] = "Bob was born in Paris. He paints."
+    rows = build_rows(facts, DataConfig(langs=["en", "zh"], long_answers=True))
+    longs = [r for r in rows if r["kind"] == "long"]
+    assert longs and all(r["tgt_lang"] == "en" and r["with_edit"] for r in longs)
+
+
+def test_sources_refuse_test_sets(tmp_path):
+    with pytest.raises(ConfigError):
+        load_source("bizsre:/nonexistent", ["en"])
+    d = tmp_path / "mzsre" / "test"
+    d.mkdir(parents=True)
+    (d / "en.json").write_text("[]")
+    with pytest.raises(ConfigError):
+        load_source(f"mzsre:{d}", ["en"])
+    with pytest.raises(ConfigError):
+        load_source("nonsense:/x", ["en"])
+
+
+def test_jsonl_source_skips_heldout(tmp_path):
+    from xke.data.schema import EditCase, LangView
+
+    cases = [EditCase(case_id=f"c{i}", views={"en": LangView(subject=f"S{i}", prompt=f"Q{i}?", target_new=f"A{i}",
+                                                               target_old=f"O{i}")},
+                      meta={"split": "heldout" if i == 0 else "train"}) for i in range(3)]
+    p = tmp_path / "e.jsonl"
+    p.write_text("\n".join(c.to_json() for c in cases) + "\n")
+    facts = load_source(f"jsonl:{p}", ["en"])
+    assert [f.fact_id for f in facts] == ["jsonl:c1", "jsonl:c2"]
+    assert facts[0].views["en"].unrelated  # borrowed from another case
+
+
+def test_mzsre_train_source(shared_data, tmp_path):
+    facts = load_source(f"mzsre:{shared_data / 'mzsre' / 'train'}", ["en", "zh"], limit=30)
+    assert len(facts) == 30 and all(set(f.views) == {"en", "zh"} for f in facts)
+    stats = build_xeit_dataset(facts, DataConfig(langs=["en", "zh"]), tmp_path, quiet=True)
+    st = {s["pair"]: s for s in stats["table8"]}
+    assert st["en->zh"]["in_scope_with_edit"] > 0 and st["en->zh"]["out_scope_without_edit"] > 0
+
+
+def test_world_source_uses_train_split_only(world, tmp_path):
+    from xke.world.world import load_world
+
+    w = load_world(world)
+    heldout_subjects = {c.meta["subject_id"] for c in w.counterfactual_cases(split="heldout")}
+    facts = load_source(f"world:{world}", ["en", "zh"])
+    assert facts
+    assert not {f.meta["subject_id"] for f in facts} & heldout_subjects
+    f = facts[0]
+    assert f.views["zh"].same_subject and f.views["en"].queries
+    rows = build_rows(facts, DataConfig(langs=["en", "zh"]))
+    held_templates = {p for c in w.counterfactual_cases(split="train") for v in c.views.values() for p in v.paraphrases}
+    assert not {r["query"] for r in rows} & held_templates  # held-out question forms never trained on

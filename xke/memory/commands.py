@@ -1,0 +1,175 @@
+"""``xke memory add|list|retire|rollback|export|import`` and ``xke world retriever``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+
+
+def register(sub, groups) -> None:
+    mem = groups["memory"]
+
+    def with_db(p):
+        p.add_argument("--db", required=True, help="edit memory file (SQLite; created if missing)")
+        return p
+
+    p = with_db(mem.add_parser("add", help="store one edit descriptor"))
+    p.add_argument("--lang", required=True, help="language of the edit (en, zh, ...)")
+    p.add_argument("--prompt", required=True, help="edit prompt (question or cloze statement)")
+    p.add_argument("--target-new", required=True, help="new answer")
+    p.add_argument("--subject", default="", help="subject of the edit")
+    p.add_argument("--target-old", default=None, help="old answer, when known")
+    p.add_argument("--case-id", default=None)
+    p.add_argument("--batch", default=None, help="batch/stream id")
+    p.set_defaults(func=_add)
+
+    p = with_db(mem.add_parser("list", help="list stored edits"))
+    p.add_argument("--all", action="store_true", help="include retired edits")
+    p.add_argument("--batch", default=None)
+    p.add_argument("--lang", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_list)
+
+    p = with_db(mem.add_parser("retire", help="mark edits inactive (kept for the record)"))
+    p.add_argument("ids", nargs="*", type=int, help="edit ids")
+    p.add_argument("--batch", default=None, help="retire a whole batch/stream")
+    p.set_defaults(func=_retire)
+
+    p = with_db(mem.add_parser("rollback", help="make the active edits what they were at a point in time"))
+    p.add_argument("--to", required=True,
+                   help="Unix seconds or an ISO time (2025-01-31T12:00:00, local time)")
+    p.set_defaults(func=_rollback)
+
+    p = with_db(mem.add_parser("export", help="write edits as JSONL"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--active-only", action="store_true")
+    p.set_defaults(func=_export)
+
+    p = with_db(mem.add_parser("import", help="add edits from JSONL (malformed lines are reported and skipped)"))
+    p.add_argument("file")
+    p.add_argument("--batch", default=None, help="batch id for the imported edits")
+    p.set_defaults(func=_import)
+
+    w = groups["world"]
+    p = w.add_parser("retriever", help="train the toy world's small cross-lingual dense retriever",
+                     description="Train a small dense retriever (sentence-transformers) on the world's parallel "
+                                 "sentences; saved to <world>/retriever with report.json (recall@1, threshold).")
+    p.add_argument("--world", default=None, help="world directory (default: the default world, built if missing)")
+    p.add_argument("--out", default=None, help="output directory (default: <world>/retriever)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--dim", type=int, default=None)
+    p.add_argument("--arch", choices=["static", "bert"], default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--langs", default=None, help="languages (default: the world's)")
+    p.set_defaults(func=_world_retriever)
+
+
+def _store(args):
+    from .store import EditStore
+    return EditStore(args.db)
+
+
+def _add(args) -> int:
+    from .store import MemoryEdit
+    with _store(args) as s:
+        i = s.add(MemoryEdit(lang=args.lang, prompt=args.prompt, target_new=args.target_new, subject=args.subject,
+                             target_old=args.target_old, case_id=args.case_id, batch=args.batch))
+    print(i)
+    return 0
+
+
+def _fmt_time(t: float | None) -> str:
+    return datetime.fromtimestamp(t).isoformat(timespec="seconds") if t else "-"
+
+
+def _list(args) -> int:
+    with _store(args) as s:
+        edits = s.list(active=None if args.all else True, batch=args.batch, lang=args.lang, limit=args.limit)
+    for e in edits:
+        if args.json:
+            print(json.dumps(e.to_dict(), ensure_ascii=False))
+        else:
+            flag = "" if e.active else f"  [retired {_fmt_time(e.retired)}]"
+            print(f"{e.id}\t{e.lang}\t{e.prompt}\t-> {e.target_new}\t{_fmt_time(e.created)}"
+                  f"{'  batch=' + e.batch if e.batch else ''}{flag}")
+    return 0
+
+
+def _retire(args) -> int:
+    from ..errors import XkeError
+    if not args.ids and not args.batch:
+        raise XkeError("memory retire: give edit ids or --batch")
+    with _store(args) as s:
+        n = s.retire(args.ids or None, batch=args.batch)
+    print(f"retired {n} edit(s)")
+    return 0
+
+
+def _parse_time(text: str) -> float:
+    from ..errors import XkeError
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise XkeError(f"--to {text!r}: give Unix seconds or an ISO time like 2025-01-31T12:00:00") from None
+
+
+def _rollback(args) -> int:
+    t = _parse_time(args.to)
+    with _store(args) as s:
+        r = s.rollback(t)
+    print(f"rolled back to {_fmt_time(t)}: {r['retired']} edit(s) retired, {r['reactivated']} reactivated")
+    return 0
+
+
+def _export(args) -> int:
+    with _store(args) as s:
+        n = s.export_jsonl(args.out, active=True if args.active_only else None)
+    print(f"wrote {n} edit(s) to {args.out}")
+    return 0
+
+
+def _import(args) -> int:
+    with _store(args) as s:
+        r = s.import_jsonl(args.file, batch=args.batch)
+    for lineno, msg in r.errors:
+        print(f"{args.file}: line {lineno}: rejected: {msg}", file=sys.stderr)
+    print(f"imported {len(r.added)} edit(s); rejected {len(r.errors)} line(s)")
+    return 1 if r.errors else 0
+
+
+def _world_retriever(args) -> int:
+    from pathlib import Path
+
+    from .train_retriever import train_world_retriever
+
+    if args.world:
+        world = Path(args.world)
+    else:
+        from ..world import default_world_model_dir
+        world = Path(default_world_model_dir()).parent
+    overrides = {k: v for k, v in {"epochs": args.epochs, "dim": args.dim, "arch": args.arch,
+                                   "seed": args.seed}.items() if v is not None}
+    import os
+    if os.environ.get("XKE_THREADS"):
+        overrides["threads"] = int(os.environ["XKE_THREADS"])
+    langs = args.langs.split(",") if args.langs else None
+    t0 = time.time()
+    out = train_world_retriever(world, args.out, overrides, langs=langs)
+    rep = json.loads((out / "report.json").read_text())
+    print(f"retriever saved to {out} ({time.time() - t0:.0f} s, {rep['cpu_seconds']} CPU-s)")
+    for pair, r in rep["heldout"]["recall"].items():
+        print(f"  {pair}: recall@1 reliability {100 * r.get('reliability_recall@1', 0):.1f}%  "
+              f"generality {100 * r.get('generality_recall@1', 0):.1f}%  (memory {r['n_memory']})")
+    thr = rep["threshold"]
+    at = rep["heldout"].get(f"at_{thr}", {})
+    print(f"  chosen threshold {thr}: false-hit rate {100 * at.get('false_hit_rate', 0):.1f}% on unrelated queries, "
+          f"true-hit rate {100 * at.get('true_hit_rate', 0):.1f}%")
+    return 0

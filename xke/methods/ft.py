@@ -1,0 +1,144 @@
+"""Constrained fine-tuning baselines: FT-L (Meng et al., 2022) and FT-M (Zhang et al., 2024).
+
+Both fine-tune the MLP output projection(s) of the chosen layer(s) with Adam on the edit prompts,
+rendered like evaluation renders them and joined with the target by
+:func:`~xke.models.prompts.encode_prompt_target`. Sequences are right-padded and every position is
+computed from each sequence's own length, so no left-padding index errors.
+
+- **FT-L** (``objective: prompt_last``): the original's objective — at the prompt's last token, the mean
+  negative log-probability of the target's tokens — with the L∞ norm constraint
+  ``‖W − W₀‖∞ ≤ norm_constraint`` applied after every step.
+- **FT-M** (``objective: target``): teacher-forced cross-entropy on the target tokens only (the prompt
+  is masked out of the loss); no norm constraint by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import torch
+
+from ..data.schema import EditRequest
+from ..errors import DataError
+from ..models.prompts import encode_prompt_target
+from .base import EditHandle, EditMethod, MethodConfig, WeightSnapshot, register_method
+from .weight.common import module_for_layer
+from .weight.hooks import frozen
+from .weight.targets import Seq, pad_batch, pad_id_of
+
+
+@dataclass
+class FTConfig(MethodConfig):
+    layers: list[int] = field(default_factory=lambda: [0])
+    mlp_out_module: str | None = None
+    objective: Literal["prompt_last", "target"] = "prompt_last"
+    steps: int = 25
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    #: L∞ bound on the weight change (None: unconstrained)
+    norm_constraint: float | None = 5e-4
+    #: requests per optimisation mini-batch (0: the whole batch at once)
+    batch_size: int = 0
+    stop_loss: float = 1e-2
+
+    def validate(self) -> None:
+        if not self.layers or any(l < 0 for l in self.layers):
+            raise ValueError(f"layers must be a non-empty list of indices >= 0, got {self.layers}")
+        if self.steps < 1 or self.lr <= 0:
+            raise ValueError("steps must be >= 1 and lr > 0")
+        if self.norm_constraint is not None and self.norm_constraint <= 0:
+            raise ValueError("norm_constraint must be > 0 (or null for none)")
+
+
+@dataclass
+class FTMConfig(FTConfig):
+    objective: Literal["prompt_last", "target"] = "target"
+    norm_constraint: float | None = None
+
+
+class _FineTune(EditMethod):
+    kind = "weight"
+    config: FTConfig
+
+    def _seqs(self, requests: Sequence[EditRequest]) -> list[Seq]:
+        out = []
+        for r, req in enumerate(requests):
+            text = self.formatter.format(req.prompt, req.style)
+            p, t = encode_prompt_target(self.tokenizer, text, req.target_new, req.lang)
+            if not t:
+                raise DataError(f"case {req.case_id!r} ({req.lang}): empty target_new")
+            ids = p if self.config.objective == "prompt_last" else p + t[:-1]
+            out.append(Seq(r, ids, len(p) - 1, len(p), list(t)))
+        return out
+
+    def apply(self, requests: Sequence[EditRequest]) -> EditHandle:
+        c = self.config
+        mods = [module_for_layer(self.model, self.name, "mlp_out", c.mlp_out_module, l) for l in c.layers]
+        names = [f"{m}.weight" for m in mods]
+        handle = WeightSnapshot(self.model, names)
+        requests = list(requests)
+        if not requests:
+            return handle
+        seqs = self._seqs(requests)
+        params = dict(self.model.named_parameters())
+        weights = [params[n] for n in names]
+        dev = weights[0].device
+        pad = pad_id_of(self.tokenizer)
+        base, head = self.model.base_model, self.model.get_output_embeddings()
+        bs = c.batch_size or len(seqs)
+        with frozen(self.model), torch.enable_grad():
+            for w in weights:
+                w.requires_grad_(True)
+            opt = torch.optim.Adam(weights, lr=c.lr, weight_decay=c.weight_decay)
+            for _ in range(c.steps):
+                total = 0.0
+                for b0 in range(0, len(seqs), bs):
+                    part = seqs[b0:b0 + bs]
+                    ids, mask = pad_batch(part, pad, dev)
+                    hidden = base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+                    loss = self._loss(part, hidden, head, dev) * (len(part) / len(seqs))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss)
+                    if c.norm_constraint is not None:
+                        with torch.no_grad():
+                            for w, n in zip(weights, names):
+                                w0 = handle.originals[n]
+                                w.copy_(torch.clamp(w, w0 - c.norm_constraint, w0 + c.norm_constraint))
+                if total < c.stop_loss:
+                    break
+            opt.zero_grad(set_to_none=True)
+        return handle
+
+    def _loss(self, part: list[Seq], hidden, head, dev) -> torch.Tensor:
+        if self.config.objective == "prompt_last":
+            rows = torch.arange(len(part), device=dev)
+            pos = torch.tensor([s.n_prompt - 1 for s in part], device=dev)
+            logp = torch.log_softmax(head(hidden[rows, pos]).float(), -1)
+            per = [-logp[i, torch.tensor(s.target, device=dev)].mean() for i, s in enumerate(part)]
+            return torch.stack(per).mean()
+        rows, pos, lab, owner = [], [], [], []
+        for i, s in enumerate(part):
+            for j, t in enumerate(s.target):
+                rows.append(i); pos.append(s.n_prompt - 1 + j); lab.append(t); owner.append(i)
+        rows_t, pos_t = torch.tensor(rows, device=dev), torch.tensor(pos, device=dev)
+        logp = torch.log_softmax(head(hidden[rows_t, pos_t]).float(), -1)
+        tok = -logp.gather(1, torch.tensor(lab, device=dev)[:, None]).squeeze(1)
+        own = torch.tensor(owner, device=dev)
+        per = torch.zeros(len(part), device=dev).index_add(0, own, tok)
+        per = per / torch.bincount(own, minlength=len(part)).float()
+        return per.mean()
+
+
+@register_method
+class FTL(_FineTune):
+    name = "ft-l"
+    config_class = FTConfig
+
+
+@register_method
+class FTM(_FineTune):
+    name = "ft-m"
+    config_class = FTMConfig

@@ -1,0 +1,94 @@
+"""MEMIT: Mass-Editing Memory in a Transformer (Meng et al., 2023).
+
+1. Target residuals ``z_i = h_i^L + δ_i`` at the last edited layer ``L`` (subject's last token), ``δ`` found
+   by the ROME objective (eq. 16 of the paper) — for ALL requests of the batch in one batched loop
+   (EasyEdit optimises them one request at a time);
+2. for each edited layer ``l`` in increasing order: keys ``K`` (MLP output-projection input at the subject,
+   averaged over context prefixes, recomputed after the previous layers were edited), residual
+   ``R = (z − h^L) / (number of layers left)`` (the residual spread, eq. 20), and
+   ``ΔW = R Kᵀ (λC + KKᵀ)⁻¹`` (eq. 14) with ``C = E[kkᵀ]`` from :mod:`xke.methods.weight.stats`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from ..data.schema import EditRequest
+from .base import EditHandle, register_method
+from .weight.common import LocateConfig, LocateEditMethod
+from .weight.targets import gather_at_subject, mean_per_request, optimise_targets
+from .weight.update import add_to_weight, memit_update
+
+
+@dataclass
+class MEMITConfig(LocateConfig):
+    layers: list[int] = field(default_factory=lambda: [0, 1])
+
+
+class _SpreadMethod(LocateEditMethod):
+    """MEMIT's machinery; AlphaEdit and PMET change the target sites, the residual split and the solve."""
+
+    residual_power: float = 1.0   # R = (z − h) / (layers left) ** residual_power
+
+    def target_sites(self) -> list[str]:
+        return [self.mlp_out(self.config.layers[-1])]
+
+    def z_module(self) -> tuple[str, str]:
+        """Where the target lives: (module name, "out") — MEMIT: the residual after layer L."""
+        return self.layer_module(self.config.layers[-1]), "out"
+
+    def z_init(self, res, cur0: torch.Tensor) -> torch.Tensor:
+        return cur0 + res.deltas[self.target_sites()[-1]]
+
+    def solve(self, i: int, module: str, K: torch.Tensor, R: torch.Tensor, C: torch.Tensor | None) -> torch.Tensor:
+        return memit_update(K, R, C, self.config.mom2_update_weight)
+
+    def needs_stats(self) -> bool:
+        return self.config.mom2_adjustment
+
+    def after_batch(self, mods: list[str], ks: dict[str, torch.Tensor]) -> None:
+        return None
+
+    def make_handle(self, mods: list[str]) -> EditHandle:
+        return self.snapshot(mods)
+
+    def apply(self, requests: Sequence[EditRequest]) -> EditHandle:
+        requests = list(requests)
+        layers = list(self.config.layers)
+        mods = [self.mlp_out(l) for l in layers]
+        zmod, zkind = self.z_module()
+        sites = self.target_sites()
+        rewrite, kl = self.rewrite_seqs(requests), self.kl_seqs(requests)
+        stats = self.second_moments(mods) if self.needs_stats() else {}
+        handle = self.make_handle(mods)
+        if not requests:
+            return handle
+        n = len(requests)
+        first = torch.tensor([next(i for i, s in enumerate(rewrite) if s.req == r) for r in range(n)])
+        plain = [rewrite[i] for i in first.tolist()]
+        g0 = gather_at_subject(self.model, self.tokenizer, plain, outputs=[zmod])
+        res = optimise_targets(self.model, self.tokenizer, rewrite, kl, n, sites, self.target_options())
+        z = self.z_init(res, g0[(zmod, zkind)])
+        keys_used: dict[str, torch.Tensor] = {}
+        for i, (layer, mod) in enumerate(zip(layers, mods)):
+            g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=[mod], outputs=[zmod])
+            K = mean_per_request(g[(mod, "in")], rewrite, n)                 # [n, d_in]
+            cur = g[(zmod, "out")][first.to(g[(zmod, "out")].device)]      # [n, d]
+            R = (z.to(cur.device) - cur) / (len(layers) - i) ** self.residual_power
+            upd = self.solve(i, mod, K.T, R.T, stats.get(mod))
+            add_to_weight(self.model, mod, upd)
+            keys_used[mod] = K
+        self.after_batch(mods, keys_used)
+        return handle
+
+    def target_options(self):
+        return self.config.target_options()
+
+
+@register_method
+class MEMIT(_SpreadMethod):
+    name = "memit"
+    config_class = MEMITConfig

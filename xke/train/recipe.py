@@ -1,0 +1,421 @@
+"""The X-KDE recipe: data -> XE-IT -> sampling -> scoring -> pairs -> TL-PO -> evaluation.
+
+``xke train xkde --model MODEL --source SOURCE --langs en,zh --preset toy --out DIR``.
+Each stage writes its output under ``DIR`` and a ``.done-<stage>.json``
+marker holding a hash of everything the stage depends on; a rerun skips
+stages whose marker matches (so an interrupted run resumes) and redoes a
+stage, and the ones after it, when its inputs changed.
+
+Layout of ``DIR``::
+
+    data/        train.jsonl validation.jsonl stats.json     (Table 8)
+    xeit/        the XE-IT model + xeit_metrics.json
+    samples.jsonl scored.jsonl pairs/{train,validation}.jsonl
+    model/       the final X-KDE model (after TL-PO) + README.md (model card)
+    eval.json    measured metrics (held-out world edits, or held-out XE-IT rows)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import from_dict, load_preset, read_yaml
+from ..data.languages import parse_langs
+from ..errors import ConfigError, XkeError
+from .llm import LLMConfig
+from .sampling import SamplingConfig
+from .scorers import ScorerConfig
+from .tlpo import TlpoConfig
+from .xeit import XeitConfig
+from .xeit_data import DataConfig
+
+STAGES = ("data", "xeit", "sample", "score", "pairs", "tlpo", "eval")
+
+
+@dataclass
+class EvalConfig:
+    """Measured at the end of the recipe (held-out world edits when the source is a world)."""
+
+    n_cases: int = 100
+    edit_langs: list[str] | None = None      # default: the data languages
+    test_langs: list[str] | None = None
+    max_new_tokens: int = 24
+    batch_size: int = 32
+
+
+@dataclass
+class RecipeConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    xeit: XeitConfig = field(default_factory=XeitConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    scoring: ScorerConfig = field(default_factory=ScorerConfig)
+    tlpo: TlpoConfig = field(default_factory=TlpoConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    threads: int | None = None
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+
+    def validate(self) -> None:
+        for s in self.stages:
+            if s not in STAGES:
+                raise ValueError(f"stages: {s!r} is not one of {list(STAGES)}")
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in (b or {}).items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_train_config(preset: str = "toy", config_path: str | Path | None = None,
+                      overrides: dict[str, Any] | None = None) -> RecipeConfig:
+    """Preset ``xke/configs/train/<preset>.yaml``, then the user's YAML, then ``overrides`` (deep-merged)."""
+    data = load_preset("train", preset)
+    source = f"train preset {preset!r}"
+    if config_path:
+        data = _deep_merge(data, read_yaml(config_path))
+        source = f"{config_path} (over preset {preset!r})"
+    data = _deep_merge(data, overrides or {})
+    return from_dict(RecipeConfig, data, source=source)
+
+
+# ----------------------------------------------------------------------------- resumable stages
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Stages:
+    """Markers ``.done-<stage>.json`` with a hash chained through the stages."""
+
+    def __init__(self, out: Path, log=print):
+        self.out = out
+        self.log = log
+        self.prev = ""
+
+    def run(self, name: str, deps: Any, fn, *, force: bool = False):
+        h = _hash({"deps": deps, "prev": self.prev})
+        self.prev = h
+        marker = self.out / f".done-{name}.json"
+        if not force and marker.exists():
+            try:
+                m = json.loads(marker.read_text())
+                if m.get("hash") == h:
+                    self.log(f"[{name}] complete, skipped ({marker.name})")
+                    return m.get("result")
+            except ValueError:
+                pass
+        self.log(f"[{name}] running")
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        rec = {"hash": h, "result": result, "seconds": round(time.perf_counter() - t0, 2),
+               "cpu_seconds": round(time.process_time() - c0, 2)}
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=2, default=str))
+        tmp.replace(marker)
+        self.log(f"[{name}] done in {rec['seconds']} s ({rec['cpu_seconds']} CPU s)")
+        return result
+
+
+def stage_times(out: Path) -> dict[str, dict]:
+    res = {}
+    for s in STAGES:
+        m = out / f".done-{s}.json"
+        if m.exists():
+            d = json.loads(m.read_text())
+            res[s] = {"seconds": d.get("seconds"), "cpu_seconds": d.get("cpu_seconds")}
+    return res
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int = 24, batch_size: int = 32
+                   ) -> list[str]:
+    """Greedy answers to user messages rendered with the model's chat template (stops at end of turn)."""
+    import torch
+
+    from .sampling import end_token_ids
+
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    stops = end_token_ids(tok)
+    dev = next(model.parameters()).device
+    model.eval()
+    texts = [tok.apply_chat_template([{"role": "user", "content": u}], tokenize=False, add_generation_prompt=True)
+             for u in user_texts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = [""] * len(texts)
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
+        with torch.inference_mode():
+            res = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stops,
+                                 pad_token_id=tok.pad_token_id)
+        dec = tok.batch_decode(res[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        for i, d in zip(idx, dec):
+            out[i] = d.split("\n")[0].strip()
+    return out
+
+
+def world_heldout_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequence[str],
+                       test_langs: Sequence[str], *, n_cases: int = 100, max_new_tokens: int = 24,
+                       batch_size: int = 32) -> dict[str, Any]:
+    """Gold-mode X-KDE on held-out world edits: exact match of generated answers.
+
+    For each edit language s and test language t: reliability (edit question
+    in t), generality (held-out question forms in t), portability (two-hop
+    through the new value), locality (an unrelated question with the edit in
+    context must keep the model's own answer without it). Also counts
+    wrong-script / wrong-format reliability answers (:func:`form_errors`).
+    """
+    from ..methods.xkde import xkde_prompt
+    from ..models.loading import load_model
+    from ..world.world import load_world
+    from .scorers import form_errors
+
+    lm = load_model(str(model_spec), device="auto")
+    model, tok = lm.model, lm.tokenizer
+    w = load_world(world_dir)
+    cases = w.counterfactual_cases(split="heldout")[:n_cases]
+    if not cases:
+        raise XkeError(f"{world_dir}: the world has no held-out cases")
+    res: dict[str, Any] = {"n_cases": len(cases), "pairs": {}}
+    # pre-edit answers to locality questions (no descriptor), once per test language
+    pre = {}
+    for t in test_langs:
+        pre[t] = greedy_answers(model, tok, [c.view(t).locality_prompt for c in cases],
+                                max_new_tokens=max_new_tokens, batch_size=batch_size)
+    for s in edit_langs:
+        for t in test_langs:
+            jobs: list[tuple[str, int, str, str]] = []  # kind, case index, user text, reference
+            for i, c in enumerate(cases):
+                vs, vt = c.view(s), c.view(t)
+                d = [(vs.prompt, vs.target_new)]
+                jobs.append(("reliability", i, xkde_prompt(d, vt.prompt, t), vt.target_new))
+                for p in vt.paraphrases[:2]:
+                    jobs.append(("generality", i, xkde_prompt(d, p, t), vt.target_new))
+                if vt.portability_prompt and vt.portability_answer:
+                    jobs.append(("portability", i, xkde_prompt(d, vt.portability_prompt, t), vt.portability_answer))
+                jobs.append(("locality", i, xkde_prompt(d, vt.locality_prompt, t), pre[t][i]))
+            answers = greedy_answers(model, tok, [j[2] for j in jobs], max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size)
+            agg: dict[str, list[float]] = {}
+            form = {"wrong_script": 0, "year_format": 0, "any": 0}
+            examples = []
+            for (kind, i, _, ref), a in zip(jobs, answers):
+                agg.setdefault(kind, []).append(float(a.strip() == ref.strip()))
+                if kind == "reliability":
+                    errs = form_errors(a, ref, t)
+                    for e in errs:
+                        form[e] += 1
+                    form["any"] += bool(errs)
+                    if len(examples) < 3:
+                        examples.append({"ref": ref, "answer": a})
+            block = {k: round(100 * sum(v) / len(v), 2) for k, v in agg.items()}
+            block["form_errors"] = form
+            block["examples"] = examples
+            res["pairs"][f"{s}->{t}"] = block
+    return res
+
+
+def rows_eval(model_spec: str, rows: list[dict], *, max_new_tokens: int = 24, batch_size: int = 32,
+              limit: int = 400) -> dict[str, Any]:
+    """Exact match on held-out XE-IT rows, per section x scope x descriptor (non-world sources)."""
+    from ..models.loading import load_model
+    from .scorers import form_errors
+
+    lm = load_model(str(model_spec), device="auto")
+    rows = [r for r in rows if r["kind"] != "long"][:limit]
+    answers = greedy_answers(lm.model, lm.tokenizer, [r["messages"][0]["content"] for r in rows],
+                             max_new_tokens=max_new_tokens, batch_size=batch_size)
+    agg: dict[str, list[float]] = {}
+    form = 0
+    for r, a in zip(rows, answers):
+        key = f"{r['section']}/{r['scope']}/{'with' if r['with_edit'] else 'without'}"
+        agg.setdefault(key, []).append(float(a.strip() == r["reference"].strip()))
+        form += bool(form_errors(a, r["reference"], r["tgt_lang"]))
+    return {"rows": len(rows), "em": {k: round(100 * sum(v) / len(v), 2) for k, v in agg.items()},
+            "form_errors": form}
+
+
+# ----------------------------------------------------------------------------- model card
+
+
+def write_model_card(out: Path, *, model: str, sources: Sequence[str], cfg: RecipeConfig, results: dict[str, Any]
+                     ) -> Path:
+    lines = [f"# X-KDE model trained with xke", "",
+             f"- base model: `{model}`", f"- sources: {', '.join(f'`{s}`' for s in sources)}",
+             f"- languages: {', '.join(cfg.data.langs)}",
+             f"- recipe: XE-IT (SFT, answer-only loss) then TL-PO ({cfg.tlpo.algo.upper()}, beta {cfg.tlpo.beta})",
+             "", "Prompt (training and inference, `xke.methods.xkde.xkde_prompt`):", "", "```",
+             "Please acknowledge the updated information provided below and respond to the subsequent query in "
+             "{Language}.", "", "[Updated Information]:", "{source question} {source new answer}", "",
+             "[Query]:", "{question}", "```", "", "Use: `xke eval --model DIR --method xkde ...`.", ""]
+    data = results.get("data") or {}
+    if data.get("table8"):
+        from .xeit_data import format_table8
+
+        lines += ["## Data (Table 8 layout)", "", "```", format_table8(data["table8"]), "```", ""]
+    for key, title in (("xeit", "XE-IT"), ("tlpo", "TL-PO")):
+        m = results.get(key)
+        if m:
+            show = {k: v for k, v in m.items() if k != "config"}
+            lines += [f"## {title}", "", "```json", json.dumps(show, indent=2, ensure_ascii=False), "```", ""]
+    if results.get("pairs"):
+        lines += ["## Preference pairs", "", "```json", json.dumps(results["pairs"], indent=2), "```", ""]
+    if results.get("eval"):
+        lines += ["## Measured (exact match of generated answers, %)", ""]
+        ev = results["eval"]
+        for stage, block in ev.items():
+            if not isinstance(block, dict) or "pairs" not in block:
+                continue
+            lines += [f"### {stage}", "", "| edit -> test | reliability | generality | locality | portability | "
+                      "wrong form (rel.) |", "|---|---|---|---|---|---|"]
+            for pair, b in block["pairs"].items():
+                lines.append(f"| {pair} | {b.get('reliability', '')} | {b.get('generality', '')} | "
+                             f"{b.get('locality', '')} | {b.get('portability', '')} | "
+                             f"{b.get('form_errors', {}).get('any', '')} / {block['n_cases']} |")
+            lines.append("")
+    if results.get("times"):
+        lines += ["## Stage times", "", "```json", json.dumps(results["times"], indent=2), "```", ""]
+    lines += ["## Config", "", "```json", json.dumps(asdict(cfg), indent=2, default=str), "```", ""]
+    p = out / "README.md"
+    p.write_text("\n".join(lines), encoding="utf-8")
+    return p
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+def _world_dir_of(sources: Sequence[str]) -> Path | None:
+    for s in sources:
+        kind, _, path = s.partition(":")
+        if kind.strip().lower() == "world":
+            if path:
+                return Path(path)
+            from ..world.build import build_world
+
+            return build_world(preset="default")
+    return None
+
+
+def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: RecipeConfig, *,
+               force: Sequence[str] = (), log=print) -> dict[str, Any]:
+    """Run (or resume) the full X-KDE recipe; returns the results written into the model card."""
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    langs = parse_langs(cfg.data.langs)
+    st = Stages(out, log)
+    results: dict[str, Any] = {}
+    t_all, c_all = time.perf_counter(), time.process_time()
+
+    # 1. data
+    def do_data():
+        from .llm import make_steps
+        from .sources import load_sources
+        from .xeit_data import build_xeit_dataset
+
+        facts = load_sources(sources, langs, seed=cfg.data.seed, world_all_relations=cfg.data.world_all_relations,
+                             world_edits_per_fact=cfg.data.world_edits_per_fact)
+        return build_xeit_dataset(facts, cfg.data, out / "data", steps=make_steps(cfg.llm, seed=cfg.data.seed))
+
+    results["data"] = st.run("data", {"sources": list(sources), "data": asdict(cfg.data), "llm": asdict(cfg.llm)},
+                             do_data, force="data" in force)
+    # 2. XE-IT
+    run_xeit = "xeit" in cfg.stages
+    if run_xeit:
+        from .xeit import train_xeit
+
+        results["xeit"] = st.run("xeit", {"model": model, "xeit": asdict(cfg.xeit)},
+                                 lambda: train_xeit(model, out / "data", out / "xeit", cfg.xeit),
+                                 force="xeit" in force)
+    policy = str(out / "xeit") if run_xeit else model
+    final = policy
+    # 3-6. TL-PO
+    if "tlpo" in cfg.stages:
+        from .sampling import sample_for_rows, select_prompts
+        from .scorers import build_scorer, score_records
+        from .tlpo import make_pairs_dir, read_jsonl_rows, train_tlpo, write_jsonl
+        from .xeit_data import read_rows
+
+        def do_sample():
+            rows = select_prompts(read_rows(out / "data" / "train.jsonl"), cfg.sampling)
+            recs = sample_for_rows(policy, rows, cfg.sampling, out / "samples.jsonl")
+            return {"prompts": len(recs), "kept_samples": sum(len(r["samples"]) for r in recs),
+                    "raw_samples": sum(r["n_raw"] for r in recs),
+                    "prompts_all_correct": sum(1 for r in recs if not r["samples"])}
+
+        results["sample"] = st.run("sample", {"policy": policy, "sampling": asdict(cfg.sampling)}, do_sample,
+                                   force="sample" in force)
+
+        def do_score():
+            recs = read_jsonl_rows(out / "samples.jsonl")
+            score_records(recs, build_scorer(cfg.scoring), cfg.scoring.sample_lang)
+            write_jsonl(recs, out / "scored.jsonl")
+            return {"records": len(recs)}
+
+        st.run("score", {"scoring": asdict(cfg.scoring)}, do_score, force="score" in force)
+        pair_deps = {k: v for k, v in asdict(cfg.tlpo).items()
+                     if k in ("flaw_threshold", "min_gap", "max_rejected_per_prompt", "max_sample_pairs_per_prompt",
+                              "val_fraction", "seed")}
+        results["pairs"] = st.run("pairs", pair_deps,
+                                  lambda: make_pairs_dir(read_jsonl_rows(out / "scored.jsonl"), out / "pairs",
+                                                         cfg.tlpo), force="pairs" in force)
+        results["tlpo"] = st.run("tlpo", {"tlpo": asdict(cfg.tlpo), "policy": policy},
+                                 lambda: train_tlpo(policy, out / "pairs", out / "model", cfg.tlpo),
+                                 force="tlpo" in force)
+        final = str(out / "model")
+    elif run_xeit:
+        import shutil
+
+        if not (out / "model" / "config.json").exists():
+            shutil.copytree(out / "xeit", out / "model", dirs_exist_ok=True)
+        final = str(out / "model")
+    # 7. evaluation
+    if "eval" in cfg.stages:
+        def do_eval():
+            wd = _world_dir_of(sources)
+            e_langs = parse_langs(cfg.eval.edit_langs) if cfg.eval.edit_langs else langs
+            t_langs = parse_langs(cfg.eval.test_langs) if cfg.eval.test_langs else langs
+            ev = {}
+            models = {"base": model}
+            if run_xeit:
+                models["xeit"] = str(out / "xeit")
+            if final not in models.values():
+                models["final"] = final
+            for name, m in models.items():
+                if wd is not None:
+                    ev[name] = world_heldout_eval(m, wd, e_langs, t_langs, n_cases=cfg.eval.n_cases,
+                                                  max_new_tokens=cfg.eval.max_new_tokens,
+                                                  batch_size=cfg.eval.batch_size)
+                elif (out / "data" / "validation.jsonl").exists():
+                    from .xeit_data import read_rows
+
+                    ev[name] = rows_eval(m, read_rows(out / "data" / "validation.jsonl"),
+                                         max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
+            return ev
+
+        results["eval"] = st.run("eval", {"eval": asdict(cfg.eval), "final": final}, do_eval,
+                                 force="eval" in force)
+        (out / "eval.json").write_text(json.dumps(results["eval"], indent=2, ensure_ascii=False))
+    results["times"] = stage_times(out)
+    results["times"]["this_run"] = {"seconds": round(time.perf_counter() - t_all, 2),
+                                    "cpu_seconds": round(time.process_time() - c_all, 2)}
+    if Path(final).is_dir() and Path(final).resolve().is_relative_to(out.resolve()):
+        write_model_card(Path(final), model=model, sources=sources, cfg=cfg, results=results)
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
+    return results
