@@ -349,7 +349,7 @@ def delta_groups(done: Sequence[tuple[RunDef, Path]]) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for r, d in done:
         label = _run_name(r.fmt, {**r.fields, **r.labels, "edit_lang": "zh-en-mix"}, r.grid)
-        g = groups.setdefault(_group_key(r.fields), {"fields": {k: v for k, v in r.fields.items() if k != "edit_lang"},
+        g = groups.setdefault(r.grid + "|" + _group_key(r.fields), {"fields": {k: v for k, v in r.fields.items() if k != "edit_lang"},
                                                      "dirs": {}, "grid": r.grid, "label": label,
                                                      "labels": r.labels})
         g["dirs"][str(r.fields.get("edit_lang"))] = d
@@ -357,14 +357,22 @@ def delta_groups(done: Sequence[tuple[RunDef, Path]]) -> list[dict[str, Any]]:
             and all((g["dirs"][x] / DELTAS_FILE).exists() for x in ("zh", "en", "mix"))]
 
 
-def clm_table(run_dirs: Sequence[Path]) -> str:
-    """CLM-Bench Table 1/2 layout (markdown) from the runs' metrics.json (tf_acc, percent)."""
-    head = ("| Model | Batch size | Method | Editing language | zh score | en score | zh Reliability | "
+def _short_model(model: Any) -> str:
+    m = str(model or "")
+    if m.startswith("world:"):
+        return "world:" + Path(m[6:].rstrip("/")).name
+    return Path(m).name if "/" in m else m
+
+
+def clm_table(runs: Sequence[tuple[str, Path]]) -> str:
+    """CLM-Bench Table 1/2 layout (markdown) from the runs' metrics.json (tf_acc, percent);
+    ``runs`` = (run name, run dir)."""
+    head = ("| Run | Model | Batch size | Method | Editing language | zh score | en score | zh Reliability | "
             "zh Generality | zh Locality | en Reliability | en Generality | en Locality | trans |")
-    sep = "|" + "---|" * 13
+    sep = "|" + "---|" * 5 + "---:|" * 9
     lines = [head, sep]
     lang_name = {"zh": "Chinese", "en": "English", "mix": "mix"}
-    for d in run_dirs:
+    for name, d in runs:
         p = Path(d) / "metrics.json"
         if not p.exists():
             continue
@@ -378,7 +386,7 @@ def clm_table(run_dirs: Sequence[Path]) -> str:
 
         def num(v: Any) -> str:
             return "–" if v is None else f"{v:.2f}%"
-        lines.append(f"| {m.get('model', '')} | {m.get('batch_size', '')} | {m.get('method', '')} | "
+        lines.append(f"| {name} | {_short_model(m.get('model'))} | {m.get('batch_size', '')} | {m.get('method', '')} | "
                      f"{lang_name.get(str(m.get('edit_lang')), m.get('edit_lang'))} | {num(clm.get('zh_score'))} | "
                      f"{num(clm.get('en_score'))} | {cell('zh', 'reliability')} | {cell('zh', 'generality')} | "
                      f"{cell('zh', 'locality')} | {cell('en', 'reliability')} | {cell('en', 'generality')} | "
@@ -465,7 +473,7 @@ def run_experiment(config: str | Path, out: str | Path | None = None, *, only: S
         for g in delta_groups(done):
             f = g["fields"]
             label = g["label"]
-            gout = root / "geometry" / label
+            gout = root / "analysis" / label
             geom = analyze_deltas(g["dirs"]["zh"], g["dirs"]["en"], g["dirs"]["mix"], gout,
                                   layer=opts.get("layer"), top_p=float(opts.get("top_p", 5.0)),
                                   k=int(opts.get("k", 10)))
@@ -483,7 +491,7 @@ def run_experiment(config: str | Path, out: str | Path | None = None, *, only: S
             if stem in used:
                 stem = f"{stem}-{j}"
             used.add(stem)
-            png = root / "geometry" / f"figure1-{stem}.png"
+            png = root / "analysis" / f"figure1-{stem}.png"
             name, _ = figure1(s["runs"], png, layer=opts.get("layer"),
                               title=f"{s['method']}: independence (top) and additivity (bottom)")
             figures.append(str(png))
@@ -495,10 +503,10 @@ def run_experiment(config: str | Path, out: str | Path | None = None, *, only: S
     merged = _merge_reports(run_dirs, root)
     if merged:
         parts.append(merged)
-    parts.append("## CLM-Bench layout (teacher-forced accuracy)\n\n" + clm_table(run_dirs))
+    parts.append("## CLM-Bench layout (teacher-forced accuracy)\n\n" + clm_table([(r.name, d) for r, d in done]))
     if geo_rows:
         parts.append("## Geometry of edit deltas (CLM-Bench Figure 1)\n\n" + geometry_table(geo_rows)
-                     + "\n" + "\n".join(f"![{Path(p).stem}](geometry/{Path(p).name})" for p in figures) + "\n")
+                     + "\n" + "\n".join(f"![{Path(p).stem}](analysis/{Path(p).name})" for p in figures) + "\n")
     (root / "report.md").write_text("\n".join(parts), encoding="utf-8")
     (root / "experiment.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {root / 'report.md'}")

@@ -101,7 +101,7 @@ class _FineTune(EditMethod):
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    total += float(loss)
+                    total += float(loss.detach())
                     if c.norm_constraint is not None:
                         with torch.no_grad():
                             for w, n in zip(weights, names):

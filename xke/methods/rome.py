@@ -9,9 +9,9 @@ For one MLP output projection ``W`` at layer ``l`` (preset per model):
 3. ``ΔW = (v* − W k)(C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀ k)`` (eq. 2) with ``k`` the key on the bare prompt and ``C`` the
    key second moment (identity when ``mom2_adjustment`` is off).
 
-A batch of requests is applied as successive rank-one updates (as the original does), each computed
-against the weight already holding the previous ones; the keys at one layer do not depend on that
-layer's output projection, so they are computed once.
+A batch of requests is applied as successive rank-one updates, each request's ``v*`` optimised and its
+update computed on the model already holding the previous ones (as the original does); MEMIT is the
+method for true batches.
 """
 
 from __future__ import annotations
@@ -47,24 +47,21 @@ class ROME(LocateEditMethod):
     def apply(self, requests: Sequence[EditRequest]) -> EditHandle:
         requests = list(requests)
         mod_name = self.mlp_out(self.config.layers[0])
-        rewrite, kl = self.rewrite_seqs(requests), self.kl_seqs(requests)
+        seqs = [(self.rewrite_seqs([r]), self.kl_seqs([r])) for r in requests]   # errors before any change
         C = self.second_moments([mod_name])[mod_name] if self.config.mom2_adjustment else None
         handle = self.snapshot([mod_name])
-        if not requests:
-            return handle
-        n = len(requests)
-        g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=[mod_name])
-        k_star = mean_per_request(g[(mod_name, "in")], rewrite, n)           # averaged over prefixes
-        first = [next(i for i, s in enumerate(rewrite) if s.req == r) for r in range(n)]
-        k_plain = g[(mod_name, "in")][first]
-        res = optimise_targets(self.model, self.tokenizer, rewrite, kl, n, [mod_name], self.config.target_options())
-        v_star = res.inits[mod_name] + res.deltas[mod_name]
         module = get_module(self.model, mod_name)
-        u = rome_directions(k_star, C.to(k_star.device) if C is not None else None)
-        for i in range(n):
+        for rewrite, kl in seqs:
+            # one request at a time, each on the model holding the previous edits (as the original does)
+            g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=[mod_name], outputs=[mod_name])
+            k_star = mean_per_request(g[(mod_name, "in")], rewrite, 1)            # averaged over prefixes
+            k_plain, out_plain = g[(mod_name, "in")][:1], g[(mod_name, "out")][0]
+            res = optimise_targets(self.model, self.tokenizer, rewrite, kl, 1, [mod_name],
+                                   self.config.target_options())
+            v_star = res.inits[mod_name][0] + res.deltas[mod_name][0]
+            u = rome_directions(k_star, C.to(k_star.device) if C is not None else None)
             with torch.no_grad():
                 p = next(module.parameters())
-                cur = module(k_plain[i:i + 1].to(p.dtype)).float()[0]
-            upd = rome_update(u[i], k_plain[i], v_star[i], cur)
-            add_to_weight(self.model, mod_name, upd)
+                cur = module(k_plain.to(p.dtype)).float()[0]
+            add_to_weight(self.model, mod_name, rome_update(u[0], k_plain[0], v_star, cur))
         return handle

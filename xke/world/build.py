@@ -34,7 +34,7 @@ from ..errors import ConfigError, XkeError
 from ..paths import cache_dir
 
 #: bump when the generator, corpus or training changes in a way that changes the output
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 @dataclass
@@ -73,6 +73,7 @@ class WorldConfig:
     reading: int = 300
     reading_cross: float = 0.3
     reading_counterfactual: float = 0.25
+    reading_follow_ups: int = 2
     two_hop: bool = False
     # evaluation and outputs
     reading_eval: int = 200
@@ -215,7 +216,8 @@ def _build_into(d: Path, cfg: WorldConfig, seed: int, preset: str, key: str, thr
                             max_len=cfg.max_position, seed=seed)
         mix = CorpusMix(qa_per_fact=cfg.qa_per_fact, statements=cfg.statements, name_pairs=cfg.name_pairs,
                         mixed=cfg.mixed, reading=cfg.reading, reading_cross=cfg.reading_cross,
-                        reading_counterfactual=cfg.reading_counterfactual, two_hop=cfg.two_hop)
+                        reading_counterfactual=cfg.reading_counterfactual,
+                        reading_follow_ups=cfg.reading_follow_ups, two_hop=cfg.two_hop)
         if log:
             log(f"{len(world.entities)} entities, {len(world.facts)} facts, {len(cases)} cases, "
                 f"{count_params(model):,} params, langs {cfg.langs}, threads {n_threads}")

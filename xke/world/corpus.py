@@ -85,7 +85,8 @@ def _fresh_person(world: World, maker, rng: random.Random, langs: list[str]) -> 
         invented.add("birthplace")
     else:
         facts["birthplace"] = _entity_text(world, rng.choice(world.entities_of("city")).id, langs)
-    facts["occupation"] = {lg: OCCUPATIONS[rng.randrange(len(OCCUPATIONS))][lg] for lg in langs}
+    occ = OCCUPATIONS[rng.randrange(len(OCCUPATIONS))]
+    facts["occupation"] = {lg: occ[lg] for lg in langs}
     if rng.random() < 0.35:
         c, cz, _k = maker.company()
         facts["employer"] = {lg: (cz if lg == "zh" else c) for lg in langs}
@@ -126,7 +127,7 @@ def _counterfactual_entity(world: World, rng: random.Random, langs: list[str]) -
 
 
 def reading_example(world: World, maker, rng: random.Random, langs: list[str], p_lang: str, q_lang: str,
-                    counterfactual: float = 0.0) -> tuple[Example, str, str]:
+                    counterfactual: float = 0.0, follow_ups: int = 0) -> tuple[Example, str, str]:
     """One reading example: passage in ``p_lang``, question and answer in ``q_lang``.
     Returns (example, user message, answer)."""
     n_ent = rng.choice((1, 2, 2, 3))
@@ -149,13 +150,26 @@ def reading_example(world: World, maker, rng: random.Random, langs: list[str], p
     # when the question is in another language, only ask about values that translate (world values, years)
     askable = [x for x in stated if p_lang == q_lang or x[1] not in x[0].invented] or stated
     target_e, target_rel = rng.choice(askable)
-    sents = [render_statement(rel, p_lang, rng.randrange(3), e.names[p_lang], e.facts[rel][p_lang])
-             for e, rel in stated]
+    sents = []
+    for e, rel in stated:
+        if rng.random() < 0.25:  # a fact may also be given as an answered question
+            q = render_question(rel, p_lang, rng.randrange(N_TRAIN_Q), e.names[p_lang])
+            sents.append(q + (" " if uses_spaces(p_lang) else "") + e.facts[rel][p_lang]
+                         + ("." if uses_spaces(p_lang) else "。"))
+        else:
+            sents.append(render_statement(rel, p_lang, rng.randrange(3), e.names[p_lang], e.facts[rel][p_lang]))
     passage = join_sentences(sents, p_lang)
     q = render_question(target_rel, q_lang, rng.randrange(N_TRAIN_Q), target_e.names[q_lang])
     user = rng.choice(T.READING_WRAPPERS[q_lang]).format(p=passage, q=q)
     ans = target_e.facts[target_rel][q_lang]
-    return qa_example(user, ans, q_lang), user, ans
+    ex = qa_example(user, ans, q_lang)
+    # follow-up turns about other stated facts: more answers per passage at little cost
+    others = [x for x in askable if x != (target_e, target_rel)]
+    rng.shuffle(others)
+    for e, rel in others[:follow_ups]:
+        turn = f"\n{USER}{render_question(rel, q_lang, rng.randrange(N_TRAIN_Q), e.names[q_lang])}\n{ASSISTANT}"
+        ex += [(turn, False), (answer_separator(turn, q_lang) + e.facts[rel][q_lang], True), (END, True)]
+    return ex, user, ans
 
 
 # ---------------------------------------------------------------------------
@@ -170,6 +184,7 @@ class CorpusMix:
     reading: int = 300            # reading examples per epoch (all language pairs together)
     reading_cross: float = 0.3    # fraction of reading examples with passage and question in different languages
     reading_counterfactual: float = 0.25  # fraction of passage entities that are known entities with changed facts
+    reading_follow_ups: int = 2   # further questions about the same passage, as later chat turns
     two_hop: bool = False         # two-hop questions about the world's facts
 
 
@@ -226,7 +241,8 @@ def epoch_examples(world: World, mix: CorpusMix, epoch: int, seed: int) -> list[
     for _ in range(mix.reading):
         p_lang = rng.choice(langs)
         q_lang = rng.choice([x for x in langs if x != p_lang]) if (len(langs) > 1 and rng.random() < mix.reading_cross) else p_lang
-        ex, _u, _a = reading_example(world, maker, rng, langs, p_lang, q_lang, mix.reading_counterfactual)
+        ex, _u, _a = reading_example(world, maker, rng, langs, p_lang, q_lang, mix.reading_counterfactual,
+                                     mix.reading_follow_ups)
         out.append(ex)
     rng.shuffle(out)
     return out

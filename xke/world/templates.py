@@ -271,13 +271,13 @@ NAME_PAIR: dict[str, str] = {
 
 #: reading-passage wrappers: (passage, question) -> user message; varied so reading is not tied to one format
 READING_WRAPPERS: dict[str, list[str]] = {
-    "en": ["{p}\n{q}", "Passage: {p}\nQuestion: {q}", "Read the text and answer.\n{p}\n\n{q}",
+    "en": ["{p}\n{q}", "New information: {p}\n\nQuestion: {q}", "Passage: {p}\nQuestion: {q}", "Read the text and answer.\n{p}\n\n{q}",
            "Context: {p}\n\n{q}", "Given: {p}\nQ: {q}"],
-    "zh": ["{p}\n{q}", "材料：{p}\n问题：{q}", "阅读下面的文字并回答。\n{p}\n\n{q}", "背景：{p}\n\n{q}",
+    "zh": ["{p}\n{q}", "新信息：{p}\n\n问题：{q}", "材料：{p}\n问题：{q}", "阅读下面的文字并回答。\n{p}\n\n{q}", "背景：{p}\n\n{q}",
            "已知：{p}\n问：{q}"],
-    "de": ["{p}\n{q}", "Text: {p}\nFrage: {q}", "Lies den Text und antworte.\n{p}\n\n{q}", "Kontext: {p}\n\n{q}",
+    "de": ["{p}\n{q}", "Neue Information: {p}\n\nFrage: {q}", "Text: {p}\nFrage: {q}", "Lies den Text und antworte.\n{p}\n\n{q}", "Kontext: {p}\n\n{q}",
            "Gegeben: {p}\nF: {q}"],
-    "fr": ["{p}\n{q}", "Texte : {p}\nQuestion : {q}", "Lis le texte et réponds.\n{p}\n\n{q}",
+    "fr": ["{p}\n{q}", "Nouvelle information : {p}\n\nQuestion : {q}", "Texte : {p}\nQuestion : {q}", "Lis le texte et réponds.\n{p}\n\n{q}",
            "Contexte : {p}\n\n{q}", "Donné : {p}\nQ : {q}"],
 }
 

@@ -1,0 +1,145 @@
+"""Seconds per edit of xke's weight-editing methods (process CPU seconds, one torch thread).
+
+Not a test: prints a table. Models: the toy world (tiny preset unless --world DIR) and a randomly
+initialised Llama of hidden 256, 4 layers, 4 heads, intermediate 688, vocab 8000 (7.3M parameters),
+the config on which EasyEdit was timed (REFERENCE.md §5). Fixed step counts (25 optimisation steps,
+early stopping per request as in the originals); key statistics are computed (and cached) before timing
+and reported separately. Ratios are xke ÷ EasyEdit per edit (target ≤ 0.33); MEMIT/AlphaEdit batch 1000
+vs 50 (target ≤ 20×).
+
+    python benchmarks/edit_speed.py [--world DIR] [--skip-world] [--big-batch 1000] [--n-single 5]
+
+Timings are process CPU time of this process; on a shared machine wall time is meaningless and even CPU
+time varies with cache contention: say so when quoting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from xke.data.schema import EditRequest  # noqa: E402
+from xke.methods.base import build_method  # noqa: E402
+from xke.models.prompts import PromptFormatter  # noqa: E402
+
+EASYEDIT = {"rome": 4.2, "memit": 1.8, "alphaedit": 2.2, "pmet": 1.8, "ft-l": 0.35, "ft-m": 0.38}
+EASYEDIT_MEMIT_B20 = 42.0
+METHODS = ["ft-l", "ft-m", "rome", "memit", "alphaedit", "pmet"]
+
+
+def random_llama(tmp: Path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from xke.models.tiny import build_byte_tokenizer
+    tok = build_byte_tokenizer()
+    cfg = LlamaConfig(vocab_size=8000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=4, intermediate_size=688, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("\n".join(f"Person{i} was born in City{i % 97} and works for Company{i % 31}." for i in range(2000)),
+                      encoding="utf-8")
+    reqs = [EditRequest(f"r{i}", "en", f"Where was Person{i} born?", f"City{(i * 7) % 101}", f"Person{i}")
+            for i in range(1000)]
+    n = sum(p.numel() for p in model.parameters())
+    return model, tok, PromptFormatter(tok, mode="plain"), reqs, str(corpus), f"random Llama 256x4 ({n / 1e6:.1f}M params)"
+
+
+def world_model(world_dir: str | None):
+    from xke.data.schema import EditCase, LangView
+    from xke.models.loading import load_model
+    if world_dir is None:
+        from xke.world.build import build_world
+        world_dir = str(build_world(preset="tiny", seed=0))
+    lm = load_model("world:" + world_dir, device="cpu")
+    cases = []
+    for line in open(Path(world_dir) / "cases.jsonl", encoding="utf-8"):
+        d = json.loads(line)
+        cases.append(EditCase(d["case_id"], {k: LangView(**v) for k, v in d["views"].items()}))
+    reqs = [c.request(lang) for c in cases for lang in ("en", "zh") if lang in c.views]
+    n = sum(p.numel() for p in lm.model.parameters())
+    return lm.model, lm.tokenizer, PromptFormatter(lm.tokenizer), reqs, None, f"toy world {world_dir} ({n / 1e6:.2f}M params)"
+
+
+def overrides(name, model, corpus):
+    from xke.models.architectures import num_layers
+    L = num_layers(model)
+    if name in ("ft-l", "ft-m"):
+        return {"layers": [min(1, L - 2)], "steps": 25}
+    spread = [0, 1, 2] if L >= 4 else ([0, 1] if L == 3 else [0])
+    ov = {"layers": [min(1, L - 2)] if name == "rome" else spread, "v_steps": 25, "progress": False,
+          "mom2_n_samples": 1000}
+    if corpus:
+        ov["stats_corpus"] = corpus
+    return ov
+
+
+def timed(fn):
+    t0 = time.process_time()
+    out = fn()
+    return time.process_time() - t0, out
+
+
+def bench(model, tok, fmt, reqs, corpus, title, n_single, big):
+    print(f"\n== {title}; torch threads = {torch.get_num_threads()} ==")
+    print(f"{'method':10s} {'protocol':12s} {'CPU s total':>12s} {'s / edit':>9s} {'EasyEdit s/edit':>16s} {'ratio':>7s}")
+    rows = {}
+    for name in METHODS:
+        m = build_method(name, model, tok, fmt, overrides=overrides(name, model, corpus))
+        if name not in ("ft-l", "ft-m"):
+            st, _ = timed(lambda: m.second_moments([m.mlp_out(l) for l in m.config.layers]))
+            print(f"{name:10s} {'(key stats)':12s} {st:12.2f}")
+        m.apply(reqs[:1]).restore()      # warm-up (first-call allocations)
+        tot = 0.0
+        for r in reqs[:n_single]:
+            t, h = timed(lambda: m.apply([r]))
+            h.restore()
+            tot += t
+        per = tot / n_single
+        rows[(name, 1)] = per
+        print(f"{name:10s} {'single':12s} {tot:12.2f} {per:9.3f} {EASYEDIT[name]:16.2f} {per / EASYEDIT[name]:7.3f}")
+    for name in ("memit", "alphaedit"):
+        m = build_method(name, model, tok, fmt, overrides=overrides(name, model, corpus))
+        sizes = [20, 50] + ([big] if big and len(reqs) >= big else [])
+        for b in sizes:
+            t, h = timed(lambda: m.apply(reqs[:b]))
+            h.restore()
+            rows[(name, b)] = t
+            ref = f"{EASYEDIT_MEMIT_B20:16.2f} {t / EASYEDIT_MEMIT_B20:7.3f}" if (name == "memit" and b == 20) else ""
+            print(f"{name:10s} {'batch ' + str(b):12s} {t:12.2f} {t / b:9.3f} {ref}")
+        if (name, big) in rows:
+            print(f"{name:10s} batch {big} / batch 50 = {rows[(name, big)] / rows[(name, 50)]:.1f}x (target <= 20x)")
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--world", default=None, help="built world directory (default: build/reuse the tiny world)")
+    ap.add_argument("--skip-world", action="store_true")
+    ap.add_argument("--skip-llama", action="store_true")
+    ap.add_argument("--n-single", type=int, default=5)
+    ap.add_argument("--big-batch", type=int, default=1000)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("XKE_CACHE", str(Path(tmp) / "cache"))
+        if not a.skip_llama:
+            bench(*random_llama(Path(tmp)), a.n_single, a.big_batch)
+        if not a.skip_world:
+            bench(*world_model(a.world), a.n_single, 0)
+
+
+if __name__ == "__main__":
+    main()
