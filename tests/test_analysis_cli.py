@@ -247,3 +247,40 @@ def test_end_to_end_world_memit_eval_then_analyze(world, tmp_path, capsys):
         assert add["cosine"] > ind["cosine"]
         assert add["relative_error"] < ind["relative_error"]
     assert (out / "geometry.png").exists()
+
+
+def test_experiment_geometry_groups_per_grid(tmp_path, monkeypatch):
+    """Two grids that share run fields keep separate zh/en/mix groups; analysis lands in OUT/analysis."""
+    import xke.eval.runner as runner
+
+    def fake_run_eval(spec, loaded=None, **kw):
+        gen = torch.Generator().manual_seed(spec.batch_size + (7 if "geo" in spec.out else 0))
+        base = {n: torch.randn(24, 12, generator=gen) for n in NAMES}
+        other = {n: torch.randn(24, 12, generator=gen) for n in NAMES}
+        d = {"zh": base, "en": other, "mix": {n: base[n] + other[n] for n in NAMES}}[spec.edit_lang]
+        out = _write_run(Path(spec.out), d, edit_lang=spec.edit_lang, batch_size=spec.batch_size, method=spec.method)
+        (out / "metrics.json").write_text(json.dumps({"method": spec.method, "model": spec.model,
+                                                      "edit_lang": spec.edit_lang, "batch_size": spec.batch_size,
+                                                      "by_test_lang": {}, "clm": {}}))
+        return {}
+
+    monkeypatch.setattr(runner, "run_eval", fake_run_eval)
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        "defaults: {model: tiny-llama, data: x.jsonl, protocol: batch, device: cpu, method: none}\n"
+        "grids:\n"
+        "  - {name: table, defaults: {limit: 4}, grid: {edit_lang: [zh, en, mix], batch_size: [2, 4]}}\n"
+        "  - {name: geo, defaults: {limit: '{batch_size}'}, grid: {edit_lang: [zh, en, mix], batch_size: [2, 4]}}\n"
+        "analyze: {deltas: {top_p: 10, k: 5}}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["experiment", str(cfg), "--out", str(out)]) == 0
+    summary = json.loads((out / "experiment.json").read_text())
+    assert set(summary["geometry"]) == {"table/none-zh-en-mix-bs2", "table/none-zh-en-mix-bs4",
+                                        "geo/none-zh-en-mix-bs2", "geo/none-zh-en-mix-bs4"}
+    for p in summary["geometry"].values():
+        g = json.loads(Path(p).read_text())
+        assert g[NAMES[1]]["additivity"]["relative_error"] == pytest.approx(0.0, abs=1e-5)
+        assert Path(p).is_relative_to(out / "analysis")
+    assert {Path(p).name for p in summary["figures"]} == {"figure1-table-none.png", "figure1-geo-none.png"}
+    rep = (out / "report.md").read_text()
+    assert "Geometry of edit deltas" in rep and "geo/none-zh-en-mix-bs4" in rep
