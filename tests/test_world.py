@@ -99,6 +99,11 @@ def test_cases_file(world):
     train_subj = {c.meta["subject_id"] for c in cases if c.meta["split"] == "train"}
     held_subj = {c.meta["subject_id"] for c in cases if c.meta["split"] == "heldout"}
     assert train_subj and held_subj and not (train_subj & held_subj)
+    # train cases never mention a held-out subject (their locality questions come from train subjects)
+    held_names = {w.entities[s].names["en"] for s in held_subj}
+    for c in cases:
+        if c.meta["split"] == "train":
+            assert not any(n in c.views["en"].locality_prompt for n in held_names), c.case_id
     n_port = 0
     for c in cases:
         assert set(c.views) == {"en", "zh"}

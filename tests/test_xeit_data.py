@@ -165,3 +165,18 @@ def test_world_source_uses_train_split_only(world, tmp_path):
     rows = build_rows(facts, DataConfig(langs=["en", "zh"]))
     held_templates = {p for c in w.counterfactual_cases(split="train") for v in c.views.values() for p in v.paraphrases}
     assert not {r["query"] for r in rows} & held_templates  # held-out question forms never trained on
+
+
+def test_world_all_relations_never_uses_heldout_entities(world):
+    from xke.train.sources import world_facts
+    from xke.world.world import load_world
+
+    w = load_world(world)
+    held = {e for e, sp in w.splits.items() if sp == "heldout"}
+    held_names = {w.name(e, l) for e in held for l in w.langs}
+    facts = world_facts(world, ["en", "zh"], all_relations=True, edits_per_fact=2)
+    assert len(facts) > len(w.counterfactual_cases(split="train"))
+    for f in facts:
+        assert f.meta["subject_id"] not in held and f.meta["new_value"] not in held
+        for v in f.views.values():
+            assert not any(n in q for q, _ in v.unrelated for n in held_names)

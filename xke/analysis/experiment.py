@@ -33,7 +33,13 @@ Experiment YAML::
 several grids in one file. A string value ``"{field}"`` is replaced by that
 field's value (``limit: "{batch_size}"`` gives one batch per run).
 Relative ``data`` paths are resolved against the YAML's folder first, then
-the current directory. ``--only key=value[,value]`` (repeatable) or a run-name
+the current directory; ``data: world`` means the cases.jsonl of the ``world``/``world:DIR``
+model. ``--set key=value`` replaces a field in every run.
+
+Outputs: ``OUT/<run name>/`` per run (``<grid>/<run>`` with ``grids:``),
+``OUT/merged/`` (:func:`xke.eval.report.merge_runs`), ``OUT/analysis/<group>/geometry.json``
+per zh/en/mix group, ``OUT/analysis/figure1-*.png`` across batch sizes, ``OUT/report.md`` and
+``OUT/experiment.json``. ``--only key=value[,value]`` (repeatable) or a run-name
 glob selects runs.
 """
 

@@ -41,6 +41,8 @@ class FTConfig(MethodConfig):
     #: requests per optimisation mini-batch (0: the whole batch at once)
     batch_size: int = 0
     stop_loss: float = 1e-2
+    #: run the layers before the edited one once and start every step from the cached stream
+    reuse_prefix_layers: bool = True
 
     def validate(self) -> None:
         if not self.layers or any(l < 0 for l in self.layers):
@@ -87,6 +89,8 @@ class _FineTune(EditMethod):
         pad = pad_id_of(self.tokenizer)
         base, head = self.model.base_model, self.model.get_output_embeddings()
         bs = c.batch_size or len(seqs)
+        ids_all, mask_all = pad_batch(seqs, pad, dev)
+        start = self._resume(mods, ids_all, mask_all)
         with frozen(self.model), torch.enable_grad():
             for w in weights:
                 w.requires_grad_(True)
@@ -95,8 +99,10 @@ class _FineTune(EditMethod):
                 total = 0.0
                 for b0 in range(0, len(seqs), bs):
                     part = seqs[b0:b0 + bs]
-                    ids, mask = pad_batch(part, pad, dev)
-                    hidden = base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+                    T = max(len(s.ids) for s in part)
+                    ids, mask = ids_all[b0:b0 + bs, :T], mask_all[b0:b0 + bs, :T]
+                    with start(b0, b0 + len(part), T):
+                        hidden = base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
                     loss = self._loss(part, hidden, head, dev) * (len(part) / len(seqs))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -111,6 +117,33 @@ class _FineTune(EditMethod):
                     break
             opt.zero_grad(set_to_none=True)
         return handle
+
+    def _resume(self, mods: list[str], ids: torch.Tensor, mask: torch.Tensor):
+        """A context factory ``start(r0, r1, T)`` for the training forward passes.
+
+        With one edited layer ``L`` (the usual case) nothing before its MLP output projection changes
+        during fine-tuning, so one pass caches ``h_mid = out_L − W₀ k`` (the layer's output minus the
+        projection's output) and the keys ``k``; each step then computes ``out_L = h_mid + W k`` with
+        the current ``W`` and runs only the layers after ``L`` (:func:`~.weight.hooks.resume_at`).
+        Otherwise (several layers, a custom module name) it is the plain full forward.
+        """
+        from contextlib import nullcontext
+
+        from .weight.hooks import capture, layer_outputs_are_tensors, resume_at
+        from .weight.targets import site_layer
+        from ..models.architectures import arch_spec, get_module
+
+        L, is_mlp_out = site_layer(self.model, mods[0]) if len(mods) == 1 else (-1, False)
+        if not self.config.reuse_prefix_layers or not is_mlp_out or not layer_outputs_are_tensors(self.model, ids, mask):
+            return lambda r0, r1, T: nullcontext()
+        layer = arch_spec(self.model).layer.format(L)
+        with torch.no_grad(), capture(self.model, [layer], outputs=True) as c_out, \
+                capture(self.model, [mods[0]], inputs=True, outputs=True) as c_mlp:
+            self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+        h_mid = c_out[layer].output - c_mlp[mods[0]].output
+        keys = c_mlp[mods[0]].input
+        proj = get_module(self.model, mods[0])
+        return lambda r0, r1, T: resume_at(self.model, L + 1, lambda: h_mid[r0:r1, :T] + proj(keys[r0:r1, :T]))
 
     def _loss(self, part: list[Seq], hidden, head, dev) -> torch.Tensor:
         if self.config.objective == "prompt_last":

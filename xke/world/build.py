@@ -34,7 +34,7 @@ from ..errors import ConfigError, XkeError
 from ..paths import cache_dir
 
 #: bump when the generator, corpus or training changes in a way that changes the output
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 
 @dataclass

@@ -127,7 +127,8 @@ def _counterfactual_entity(world: World, rng: random.Random, langs: list[str]) -
 
 
 def reading_example(world: World, maker, rng: random.Random, langs: list[str], p_lang: str, q_lang: str,
-                    counterfactual: float = 0.0, follow_ups: int = 0) -> tuple[Example, str, str]:
+                    counterfactual: float = 0.0, follow_ups: int = 0, qa_form: float = 0.25,
+                    same_form: float = 0.0) -> tuple[Example, str, str]:
     """One reading example: passage in ``p_lang``, question and answer in ``q_lang``.
     Returns (example, user message, answer)."""
     n_ent = rng.choice((1, 2, 2, 3))
@@ -150,16 +151,24 @@ def reading_example(world: World, maker, rng: random.Random, langs: list[str], p
     # when the question is in another language, only ask about values that translate (world values, years)
     askable = [x for x in stated if p_lang == q_lang or x[1] not in x[0].invented] or stated
     target_e, target_rel = rng.choice(askable)
+    # the asked fact is sometimes stated as the very question that is asked (pure copying)
+    same = p_lang == q_lang and same_form > 0 and rng.random() < same_form
+    k_q = rng.randrange(N_TRAIN_Q) if same else -1
     sents = []
     for e, rel in stated:
-        if rng.random() < 0.25:  # a fact may also be given as an answered question
+        if same and (e, rel) == (target_e, target_rel):
+            sents.append(render_question(rel, p_lang, k_q, e.names[p_lang]) + (" " if uses_spaces(p_lang) else "")
+                         + e.facts[rel][p_lang] + ("." if uses_spaces(p_lang) else "。"))
+        elif rng.random() < qa_form:  # a fact may also be given as an answered question
             q = render_question(rel, p_lang, rng.randrange(N_TRAIN_Q), e.names[p_lang])
             sents.append(q + (" " if uses_spaces(p_lang) else "") + e.facts[rel][p_lang]
                          + ("." if uses_spaces(p_lang) else "。"))
         else:
             sents.append(render_statement(rel, p_lang, rng.randrange(3), e.names[p_lang], e.facts[rel][p_lang]))
     passage = join_sentences(sents, p_lang)
-    q = render_question(target_rel, q_lang, rng.randrange(N_TRAIN_Q), target_e.names[q_lang])
+    if k_q < 0:
+        k_q = rng.randrange(N_TRAIN_Q)
+    q = render_question(target_rel, q_lang, k_q, target_e.names[q_lang])
     user = rng.choice(T.READING_WRAPPERS[q_lang]).format(p=passage, q=q)
     ans = target_e.facts[target_rel][q_lang]
     ex = qa_example(user, ans, q_lang)
@@ -185,6 +194,8 @@ class CorpusMix:
     reading_cross: float = 0.3    # fraction of reading examples with passage and question in different languages
     reading_counterfactual: float = 0.25  # fraction of passage entities that are known entities with changed facts
     reading_follow_ups: int = 2   # further questions about the same passage, as later chat turns
+    reading_qa_form: float = 0.25  # fraction of passage facts written as answered questions
+    reading_same_form: float = 0.0  # fraction of passages stating the asked fact as the asked question
     two_hop: bool = False         # two-hop questions about the world's facts
 
 
@@ -242,7 +253,7 @@ def epoch_examples(world: World, mix: CorpusMix, epoch: int, seed: int) -> list[
         p_lang = rng.choice(langs)
         q_lang = rng.choice([x for x in langs if x != p_lang]) if (len(langs) > 1 and rng.random() < mix.reading_cross) else p_lang
         ex, _u, _a = reading_example(world, maker, rng, langs, p_lang, q_lang, mix.reading_counterfactual,
-                                     mix.reading_follow_ups)
+                                     mix.reading_follow_ups, mix.reading_qa_form, mix.reading_same_form)
         out.append(ex)
     rng.shuffle(out)
     return out
@@ -254,7 +265,7 @@ def reading_eval_items(world: World, lang: str, n: int, seed: int) -> list[tuple
     maker = world.fresh_maker(f"eval-{lang}")
     items = []
     for _ in range(n):
-        _ex, user, ans = reading_example(world, maker, rng, world.langs, lang, lang, 0.0)
+        _ex, user, ans = reading_example(world, maker, rng, world.langs, lang, lang, 0.0, 0, 0.25, 0.0)
         items.append((user, ans))
     return items
 

@@ -320,9 +320,12 @@ class World:
         langs = [normalize_lang(x) for x in (langs or self.langs)]
         old = self.value(subject_id, relation)
         stype = self.entities[subject_id].type
-        # locality: another subject's fact of the same relation (same split family, train subjects)
+        # locality: another subject's fact of the same relation, from the same split (so train cases
+        # never mention held-out subjects)
+        split = self.splits.get(subject_id, "train")
         others = [s for (s, r) in self.facts if r == relation and s != subject_id
                   and self.entities[s].type == stype]
+        others = [s for s in others if self.splits.get(s, "train") == split] or others
         loc_subj = rng.choice(others)
         t_rel = rng.randrange(T.N_QUESTIONS - T.N_HELDOUT)
         t_loc = rng.randrange(T.N_QUESTIONS - T.N_HELDOUT)

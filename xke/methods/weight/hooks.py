@@ -112,3 +112,72 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, f in flags:
             p.requires_grad_(f)
+
+
+def _passthrough(*args, **kwargs):
+    """Forward of a skipped decoder layer: its input hidden states, unchanged."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+@contextmanager
+def resume_at(model: torch.nn.Module, layer: int, hidden: Callable[[], torch.Tensor]) -> Iterator[None]:
+    """Run forward passes from decoder layer ``layer`` on, with ``hidden()`` as that layer's input.
+
+    Layers ``0..layer-1`` are not computed (their ``forward`` returns its input while the block is
+    open) and a pre-hook on layer ``layer`` (the final norm when ``layer`` equals the number of
+    layers) replaces the hidden states it receives by ``hidden()`` — typically residual-stream states
+    cached by one earlier pass, plus the vectors being optimised. The embeddings, the causal mask and
+    the position embeddings are still computed by the model's own forward (they are cheap), so
+    attention in the later layers sees exactly what a full pass gives.
+
+    This is what makes repeated optimisation steps cheap: the layers before the edit site are run
+    once (Meng et al. 2022 optimise ``v*`` with the model's full forward at every step).
+    """
+    from ...models.architectures import arch_spec, get_module
+
+    spec = arch_spec(model)
+    layers = get_module(model, spec.layers)
+    if not 0 <= layer <= len(layers):
+        raise ValueError(f"resume_at: layer {layer} outside 0..{len(layers)}")
+    target = layers[layer] if layer < len(layers) else get_module(model, spec.final_norm)
+
+    def pre(mod, args, kwargs):
+        h = hidden()
+        if args:
+            return (h,) + tuple(args[1:]), kwargs
+        kwargs = dict(kwargs)
+        kwargs["hidden_states"] = h
+        return args, kwargs
+
+    skipped = list(layers)[:layer]
+    saved = [m.__dict__.get("forward") for m in skipped]   # an instance-level forward (e.g. accelerate's)
+    for m in skipped:
+        m.forward = _passthrough
+    handle = target.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for m, f in zip(skipped, saved):
+            if f is None:
+                del m.forward
+            else:
+                m.forward = f
+
+
+def layer_outputs_are_tensors(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Whether decoder layers return a bare tensor (transformers >= 5), which :func:`resume_at` assumes."""
+    from ...models.architectures import arch_spec, get_module
+
+    first = get_module(model, arch_spec(model).layer.format(0))
+    seen = {}
+    def hook(mod, args, out):
+        seen["t"] = isinstance(out, torch.Tensor)
+
+    h = first.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids[:1, :2], attention_mask=mask[:1, :2], use_cache=False)
+    finally:
+        h.remove()
+    return bool(seen.get("t"))

@@ -21,6 +21,7 @@ step for the whole batch.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -29,7 +30,8 @@ import torch
 from ...data.languages import normalize_lang
 from ...data.schema import EditRequest
 from ...models.prompts import encode_prompt, encode_prompt_target
-from .hooks import add_at_positions, capture, frozen, hooked
+from ...models.architectures import arch_spec, num_layers
+from .hooks import add_at_positions, capture, frozen, hooked, layer_outputs_are_tensors, resume_at
 from .subject import subject_last_token
 
 DEFAULT_PREFIXES = {"default": [""]}
@@ -144,6 +146,8 @@ class TargetOptions:
     adaptive_nll: bool = False
     #: requests per optimisation loop (memory bound); 0 = all requests of the batch in one loop
     max_requests_per_loop: int = 0
+    #: run the layers before the edit site once and start every step from the cached residual stream
+    reuse_prefix_layers: bool = True
 
 
 @dataclass
@@ -152,6 +156,12 @@ class TargetResult:
     inits: dict[str, torch.Tensor]    # site -> [n_req, d]: the site's output at the subject (first prefix)
     nll: torch.Tensor                 # [n_req] final NLL per request
     steps: int
+
+
+@contextmanager
+def _both(a, b):
+    with a, b:
+        yield
 
 
 def _output_module(model):
@@ -180,26 +190,106 @@ def optimise_targets(model, tokenizer, rewrite: Sequence[Seq], kl: Sequence[Seq]
                         torch.cat([p.nll for p in parts]), max(p.steps for p in parts))
 
 
+def site_layer(model, name: str) -> tuple[int, bool]:
+    """``(layer index, whether ``name`` is that layer's MLP output projection)`` for a module name;
+    ``(-1, False)`` when the name is not inside a decoder layer of the architecture table."""
+    spec = arch_spec(model)
+    for i in range(num_layers(model)):
+        if name == spec.mlp_out.format(i):
+            return i, True
+        if name.startswith(spec.layer.format(i) + "."):
+            return i, False
+    return -1, False
+
+
+def resume_plan(model, sites: Sequence[str]) -> tuple[str, int]:
+    """How the optimisation loop avoids recomputing the layers before the edit site.
+
+    - ``("after", L)``: the only site is layer ``L``'s MLP output projection, whose output is added to
+      the residual stream, so ``δ`` can be added to the cached output of layer ``L`` itself and each
+      step runs layers ``L+1..`` only;
+    - ``("before", L)``: other sites (PMET's attention output) live in layer ``L``: each step runs
+      layers ``L..`` from the cached input of layer ``L``, with the sites' hooks;
+    - ``("full", 0)``: no reuse (unknown module names, or layer 0 in "before" mode).
+    """
+    where = [site_layer(model, s) for s in sites]
+    if not where or any(l < 0 for l, _ in where):
+        return "full", 0
+    L = min(l for l, _ in where)
+    if len(sites) == 1 and where[0][1]:
+        return "after", L
+    return ("before", L) if L > 0 else ("full", 0)
+
+
+def subject_aligned(seqs: Sequence[Seq], pad_id: int, device):
+    """Place every sequence so that its subject's last token sits in the same column ``P``.
+
+    Returns ``ids, mask, positions, P``: the tokens before the subject are left-padded into columns
+    ``0..P-1`` and the rest (subject first) right-padded after them; ``positions`` are each token's
+    position in its own sequence (pass them as ``position_ids``), so the model computes exactly what it
+    computes on the unpadded sequence.
+    """
+    P = max(s.subj for s in seqs)
+    W = P + max(len(s.ids) - s.subj for s in seqs)
+    ids = torch.full((len(seqs), W), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), W), dtype=torch.long)
+    pos = torch.zeros((len(seqs), W), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        a = P - s.subj
+        ids[i, a:a + len(s.ids)] = torch.tensor(s.ids)
+        mask[i, a:a + len(s.ids)] = 1
+        pos[i, a:a + len(s.ids)] = torch.arange(len(s.ids))
+    return ids.to(device), mask.to(device), pos.to(device), P
+
+
+def _prefix_cache(kv, rows):
+    """A fresh ``DynamicCache`` holding the (constant) keys/values of the columns before the subject."""
+    from transformers import DynamicCache
+
+    if kv is None:
+        return None
+    return DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in kv])
+
+
 def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult:
+    """One optimisation loop over all requests of ``rewrite``/``kl`` (see the module doc).
+
+    Nothing before the edit site changes while ``δ`` is optimised: not the layers before the site's
+    layer ``L``, and — since ``δ`` enters at the subject's last token — not any token before the
+    subject, in any layer. So (unless ``reuse_prefix_layers`` is off, or the module names are not in the
+    architecture table) one pass of the unedited model caches the residual stream at layer ``L`` for the
+    tokens from the subject on and the attention keys/values of the tokens before it; every step then
+    runs only layers after ``L`` (``L`` itself for PMET's attention site) on the tokens from the subject
+    on (:func:`subject_aligned`, :func:`~.hooks.resume_at`). The loss and its gradient are the same as
+    with full passes (checked in the tests).
+    """
     dev = next(model.parameters()).device
     pad = pad_id_of(tokenizer)
     seqs = list(rewrite) + list(kl)
     n_rw = len(rewrite)
-    ids_all, mask_all = pad_batch(seqs, pad, dev)
+    mode, L0 = resume_plan(model, sites) if opts.reuse_prefix_layers else ("full", 0)
+    if mode != "full":
+        ids_all, mask_all, pos_all, P = subject_aligned(seqs, pad, dev)
+        if not layer_outputs_are_tensors(model, ids_all[:, P:], mask_all[:, P:]):
+            mode = "full"
+    if mode == "full":
+        ids_all, mask_all = pad_batch(seqs, pad, dev)
+        pos_all, P = None, 0
     req_all = torch.tensor([s.req for s in seqs], device=dev)
-    subj_all = torch.tensor([s.subj for s in seqs], device=dev)
-    is_kl = torch.zeros(len(seqs), dtype=torch.bool, device=dev)
-    is_kl[n_rw:] = True
+    # subject column: P for every row in the aligned layout (columns counted from P), else its own position
+    subj_all = (torch.zeros(len(seqs), dtype=torch.long, device=dev) if mode != "full"
+                else torch.tensor([s.subj for s in seqs], device=dev))
+    shift = [s.subj if mode != "full" else 0 for s in seqs]
     first_rw = {}
     for i, s in enumerate(rewrite):
         first_rw.setdefault(s.req, i)
     first_rows = torch.tensor([first_rw[r] for r in range(n_req)], device=dev)
-    # target positions of rewrite rows
+    # target positions of rewrite rows (columns of the computed part)
     t_row, t_pos, t_lab = [], [], []
     for i, s in enumerate(rewrite):
         for j, t in enumerate(s.target):
             t_row.append(i)
-            t_pos.append(s.n_prompt - 1 + j)
+            t_pos.append(s.n_prompt - 1 + j - shift[i])
             t_lab.append(t)
     t_row = torch.tensor(t_row, device=dev)
     t_pos = torch.tensor(t_pos, device=dev)
@@ -208,16 +298,34 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
     rw_req = req_all[:n_rw]
     kl_req = req_all[n_rw:]
     n_rw_per_req = torch.bincount(rw_req, minlength=n_req).clamp(min=1).float()
+    base, head = _base_model(model), _output_module(model)
+
+    # --- one pass of the unedited model: initial site outputs, KL reference, cached stream and keys/values ---
+    layer_name = arch_spec(model).layer.format(L0)
+    rows0 = torch.arange(len(seqs), device=dev)
+    at_subj = lambda x: x[rows0, subj_all + P]  # noqa: E731
+    with torch.no_grad(), capture(model, list(sites), outputs=True, select=at_subj) as cap_sites, \
+            capture(model, [layer_name] if mode != "full" else [], inputs=(mode == "before"),
+                    outputs=(mode == "after"), select=lambda x: x[:, P:]) as cap_layer:
+        out0 = base(input_ids=ids_all, attention_mask=mask_all, position_ids=pos_all, use_cache=(mode != "full"))
+        hidden0 = out0[0]
+        kl_init = (torch.log_softmax(head(at_subj(hidden0)[n_rw:]).float(), -1) if len(kl) else None)
+    kv = None
+    if mode != "full" and P > 0:
+        kv = [(layer[0][..., :P, :], layer[1][..., :P, :]) for layer in out0.past_key_values]
+    del out0, hidden0
+    inits = {s: cap_sites[s].output[first_rows].float() for s in sites}
+    resid = None
+    if mode != "full":
+        rec = cap_layer[layer_name]
+        resid = rec.output if mode == "after" else rec.input
 
     d_model = model.config.hidden_size
     deltas = {s: torch.zeros((n_req, d_model), device=dev, requires_grad=True) for s in sites}
-    inits: dict[str, torch.Tensor] = {}
     opt = torch.optim.Adam(list(deltas.values()), lr=opts.lr)
     done = torch.zeros(n_req, dtype=torch.bool, device=dev)
     nll_factor = torch.full((n_req,), float(opts.nll_factor), device=dev)
-    kl_init = None
     last_nll = torch.zeros(n_req, device=dev)
-    base, head = _base_model(model), _output_module(model)
     steps_done = 0
 
     for it in range(max(1, opts.steps)):
@@ -226,22 +334,27 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
         # map old row index -> new row index within the active batch
         new_index = torch.full((len(seqs),), -1, dtype=torch.long, device=dev)
         new_index[act_rows] = torch.arange(len(act_rows), device=dev)
-        L = int(mask_all[act_rows].sum(1).max())
-        ids, mask = ids_all[act_rows, :L], mask_all[act_rows, :L]
+        Q = int(mask_all[act_rows, P:].sum(1).max())
+        ids = ids_all[act_rows, P:P + Q]
+        mask = mask_all[act_rows, :P + Q]
+        pos = pos_all[act_rows, P:P + Q] if pos_all is not None else None
         rows_local = torch.arange(len(act_rows), device=dev)
         row_req = req_all[act_rows]
         row_pos = subj_all[act_rows]
 
-        hooks = {}
-        for s in sites:
-            def record(y, s=s, act_rows=act_rows):
-                # on the first step every row is active; store each request's first-prefix value
-                if s not in inits:
-                    inits[s] = y[new_index[first_rows], subj_all[first_rows]].float().detach()
-            hooks[s] = add_at_positions(rows_local, row_pos, (lambda s=s, row_req=row_req: deltas[s][row_req]),
-                                        on_first=record)
-        with torch.enable_grad(), frozen(model), hooked(model, hooks):
-            hidden = base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+        if mode == "after":
+            # layer L0's output with δ added at the subject (its MLP output feeds the residual additively)
+            site = sites[0]
+            ctx = resume_at(model, L0 + 1, lambda: resid[act_rows, :Q].index_put(
+                (rows_local, row_pos), deltas[site][row_req].to(resid.dtype), accumulate=True))
+        else:
+            hooks = {s: add_at_positions(rows_local, row_pos, (lambda s=s: deltas[s][row_req])) for s in sites}
+            ctx = hooked(model, hooks)
+            if mode == "before":
+                ctx = _both(ctx, resume_at(model, L0, lambda: resid[act_rows, :Q]))
+        with torch.enable_grad(), frozen(model), ctx:
+            hidden = base(input_ids=ids, attention_mask=mask, position_ids=pos,
+                          past_key_values=_prefix_cache(kv, act_rows), use_cache=kv is not None)[0]
             # rewrite NLL (only at target positions; full logits are never materialised)
             act_t = act_req[rw_req[t_row]]
             tr, tp, tl = new_index[t_row[act_t]], t_pos[act_t], t_lab[act_t]
@@ -257,9 +370,7 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
                 act_kl = act_req[kl_req]
                 kr = kl_rows_all[act_kl]
                 kl_lp = torch.log_softmax(head(hidden[new_index[kr], subj_all[kr]]).float(), dim=-1)
-                if kl_init is None:
-                    kl_init = kl_lp.detach()
-                init_lp = kl_init[act_kl.nonzero().squeeze(1)] if it > 0 else kl_init
+                init_lp = kl_init[act_kl.nonzero().squeeze(1)]
                 kl_each = (kl_lp.exp() * (kl_lp - init_lp)).sum(-1)
                 kl_req_loss = kl_req_loss.index_add(0, kl_req[act_kl], kl_each)
             wd = torch.zeros(n_req, device=dev)
