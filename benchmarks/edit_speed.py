@@ -124,7 +124,18 @@ def timed(fn):
     return time.process_time() - t0, out
 
 
-def bench(model, tok, fmt, reqs, corpus, title, n_single, big):
+def time_single(name, model, tok, fmt, reqs, corpus, n_single, **extra):
+    m = build_method(name, model, tok, fmt, overrides={**overrides(name, model, corpus), **extra})
+    m.apply(reqs[:1]).restore()      # warm-up (first-call allocations)
+    tot = 0.0
+    for r in reqs[1:n_single + 1]:
+        t, h = timed(lambda: m.apply([r]))
+        h.restore()
+        tot += t
+    return tot
+
+
+def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=False):
     print(f"\n== {title}; torch threads = {torch.get_num_threads()} ==")
     print(f"{'method':10s} {'protocol':12s} {'CPU s total':>12s} {'s / edit':>9s} {'EasyEdit s/edit':>16s} {'ratio':>7s}")
     rows = {}
@@ -133,15 +144,17 @@ def bench(model, tok, fmt, reqs, corpus, title, n_single, big):
         if name not in ("ft-l", "ft-m"):
             st, _ = timed(lambda: m.second_moments([m.mlp_out(l) for l in m.config.layers]))
             print(f"{name:10s} {'(key stats)':12s} {st:12.2f}")
-        m.apply(reqs[:1]).restore()      # warm-up (first-call allocations)
-        tot = 0.0
-        for r in reqs[:n_single]:
-            t, h = timed(lambda: m.apply([r]))
-            h.restore()
-            tot += t
+        tot = time_single(name, model, tok, fmt, reqs, corpus, n_single)
         per = tot / n_single
         rows[(name, 1)] = per
         print(f"{name:10s} {'single':12s} {tot:12.2f} {per:9.3f} {EASYEDIT[name]:16.2f} {per / EASYEDIT[name]:7.3f}")
+        if compare_full:
+            # the same edits with a full forward pass at every step (no cached stream / prefix keys): the
+            # in-run speed-up of the caching, independent of how loaded the machine is
+            full = time_single(name, model, tok, fmt, reqs, corpus, n_single, reuse_prefix_layers=False) / n_single
+            rows[(name, "full")] = full
+            print(f"{name:10s} {'single, full':12s} {full * n_single:12.2f} {full:9.3f} {'':16s} {'':7s}"
+                  f"  speed-up from caching {full / per:.2f}x")
     for name in ("memit", "alphaedit"):
         m = build_method(name, model, tok, fmt, overrides=overrides(name, model, corpus))
         sizes = [20, 50] + ([big] if big and len(reqs) >= big else [])
@@ -163,13 +176,15 @@ def main():
     ap.add_argument("--skip-llama", action="store_true")
     ap.add_argument("--n-single", type=int, default=5)
     ap.add_argument("--big-batch", type=int, default=1000)
+    ap.add_argument("--compare-full", action="store_true",
+                    help="also time single edits with full forward passes at every step (in-run speed-up)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("XKE_CACHE", str(Path(tmp) / "cache"))
         if not a.skip_llama:
-            bench(*random_llama(Path(tmp)), a.n_single, a.big_batch)
+            bench(*random_llama(Path(tmp)), a.n_single, a.big_batch, a.compare_full)
         if not a.skip_world:
-            bench(*world_model(a.world), a.n_single, 0)
+            bench(*world_model(a.world), a.n_single, 0, a.compare_full)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,10 @@ class _SpreadMethod(LocateEditMethod):
         if not requests:
             return handle
         n = len(requests)
-        first = torch.tensor([next(i for i, s in enumerate(rewrite) if s.req == r) for r in range(n)])
+        first_of: dict[int, int] = {}
+        for i, s in enumerate(rewrite):
+            first_of.setdefault(s.req, i)
+        first = torch.tensor([first_of[r] for r in range(n)])      # each request's bare-prompt row (O(rows))
         plain = [rewrite[i] for i in first.tolist()]
         g0 = gather_at_subject(self.model, self.tokenizer, plain, outputs=[zmod])
         res = optimise_targets(self.model, self.tokenizer, rewrite, kl, n, sites, self.target_options())

@@ -33,6 +33,9 @@ class LocateConfig(MethodConfig):
     kl_factor: float = 0.0625
     stop_loss: float = 5e-2
     max_requests_per_loop: int = 0
+    #: run the layers before the edit site (and the tokens before the subject) once per batch and start
+    #: every optimisation step from the cached stream; off = a full forward pass per step (same result)
+    reuse_prefix_layers: bool = True
     #: key second-moment statistics
     mom2_adjustment: bool = True
     stats_corpus: str | None = None
@@ -68,7 +71,8 @@ class LocateConfig(MethodConfig):
     def target_options(self, **kw) -> TargetOptions:
         return TargetOptions(steps=self.v_steps, lr=self.v_lr, weight_decay=self.v_weight_decay,
                              clamp_norm_factor=self.clamp_norm_factor, kl_factor=self.kl_factor,
-                             stop_loss=self.stop_loss, max_requests_per_loop=self.max_requests_per_loop, **kw)
+                             stop_loss=self.stop_loss, max_requests_per_loop=self.max_requests_per_loop,
+                             reuse_prefix_layers=self.reuse_prefix_layers, **kw)
 
 
 def module_for_layer(model: torch.nn.Module, method: str, field_name: str, template: str | None,

@@ -90,6 +90,35 @@ def add_at_positions(rows: torch.Tensor, positions: torch.Tensor, vectors: Calla
     return hook
 
 
+class _StopForward(Exception):
+    """Raised by :func:`stop_when_seen` to end a forward pass early."""
+
+
+@contextmanager
+def stop_when_seen(model: torch.nn.Module, names: list[str]) -> Iterator[type[Exception]]:
+    """Abort forward passes once every module in ``names`` has run (register after :func:`capture`).
+
+    Yields the exception class to catch around the forward call.
+    """
+    seen: set[str] = set()
+
+    def make(name):
+        def hook(mod, args, out):
+            seen.add(name)
+            if len(seen) == len(names):
+                seen.clear()
+                raise _StopForward
+        return hook
+
+    handles = [get_module(model, n).register_forward_hook(make(n)) for n in dict.fromkeys(names)]
+    names = list(dict.fromkeys(names))
+    try:
+        yield _StopForward
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @contextmanager
 def hooked(model: torch.nn.Module, hooks: dict[str, Callable]) -> Iterator[None]:
     """Register forward hooks ``{module name: hook}`` for the duration of the block."""

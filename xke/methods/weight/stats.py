@@ -57,6 +57,12 @@ def corpus_hash(path: str | Path) -> str:
     return h.hexdigest()[:20]
 
 
+def _corpus_stamp(p: Path) -> str:
+    """Size and modification time of a corpus file (or of every file of a dataset directory)."""
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    return "|".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
+
 def stats_key(weight_hash: str, module_name: str, corpus_digest: str, n_samples: int, max_length: int,
               dtype: str) -> str:
     """The cache key of one layer's statistics."""
@@ -134,11 +140,13 @@ _DT = {"float32": torch.float32, "float64": torch.float64}
 def second_moments(model: torch.nn.Module, tokenizer, module_names: list[str], *, corpus: str | Path,
                    n_samples: int, max_length: int = 256, batch_size: int = 16, dtype: str = "float32",
                    weight_hash: str | None = None, progress: bool = True,
-                   memory: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                   memory: dict | None = None) -> dict[str, torch.Tensor]:
     """``E[k kᵀ]`` of the input of each module in ``module_names`` over up to ``n_samples`` corpus texts.
 
     Returns ``{module name: [d, d] float32 tensor on CPU}``. Layers already cached on disk (or in
-    ``memory``, a per-method dict) are loaded; the others are computed together in one pass.
+    ``memory``, a per-method dict) are loaded; the others are computed together in one pass. ``memory``
+    also remembers the corpus hash while the corpus file's size and modification time are unchanged, so
+    repeated edits do not re-read a large corpus.
     """
     from safetensors.torch import load_file, save_file
 
@@ -146,7 +154,12 @@ def second_moments(model: torch.nn.Module, tokenizer, module_names: list[str], *
         raise ConfigError(f"mom2_dtype must be one of {list(_DT)}, got {dtype!r}")
     corpus = Path(corpus)
     wh = weight_hash or model_weight_hash(model)
-    ch = corpus_hash(corpus)
+    stamp = f"corpus-hash|{_corpus_stamp(corpus)}"
+    ch = memory.get(stamp) if memory is not None else None
+    if ch is None:
+        ch = corpus_hash(corpus)
+        if memory is not None:
+            memory[stamp] = ch
     keys = {n: stats_key(wh, n, ch, n_samples, max_length, dtype) for n in module_names}
     out: dict[str, torch.Tensor] = {}
     todo = []

@@ -31,7 +31,8 @@ from ...data.languages import normalize_lang
 from ...data.schema import EditRequest
 from ...models.prompts import encode_prompt, encode_prompt_target
 from ...models.architectures import arch_spec, num_layers
-from .hooks import add_at_positions, capture, frozen, hooked, layer_outputs_are_tensors, resume_at
+from .hooks import (add_at_positions, capture, frozen, hooked, layer_outputs_are_tensors, resume_at,
+                    stop_when_seen)
 from .subject import subject_last_token
 
 DEFAULT_PREFIXES = {"default": [""]}
@@ -115,8 +116,12 @@ def gather_at_subject(model, tokenizer, seqs: Sequence[Seq], *, inputs: Sequence
         rows = torch.arange(len(part), device=dev)
         pos = torch.tensor([s.subj for s in part], device=dev)
         sel = lambda x: x[rows, pos]  # noqa: E731
-        with torch.no_grad(), capture(model, names, inputs=bool(inputs), outputs=bool(outputs), select=sel) as cap:
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
+        with torch.no_grad(), capture(model, names, inputs=bool(inputs), outputs=bool(outputs), select=sel) as cap, \
+                stop_when_seen(model, names) as stopped:
+            try:
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except stopped:
+                pass   # everything needed is captured: the later layers and the LM head are not run
         for n in inputs:
             res.setdefault((n, "in"), []).append(cap[n].input.float())
         for n in outputs:
@@ -210,7 +215,7 @@ def resume_plan(model, sites: Sequence[str]) -> tuple[str, int]:
       step runs layers ``L+1..`` only;
     - ``("before", L)``: other sites (PMET's attention output) live in layer ``L``: each step runs
       layers ``L..`` from the cached input of layer ``L``, with the sites' hooks;
-    - ``("full", 0)``: no reuse (unknown module names, or layer 0 in "before" mode).
+    - ``("full", 0)``: no reuse (module names not in the architecture table).
     """
     where = [site_layer(model, s) for s in sites]
     if not where or any(l < 0 for l, _ in where):
@@ -218,7 +223,7 @@ def resume_plan(model, sites: Sequence[str]) -> tuple[str, int]:
     L = min(l for l, _ in where)
     if len(sites) == 1 and where[0][1]:
         return "after", L
-    return ("before", L) if L > 0 else ("full", 0)
+    return "before", L
 
 
 def subject_aligned(seqs: Sequence[Seq], pad_id: int, device):
