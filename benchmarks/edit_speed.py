@@ -45,6 +45,7 @@ from xke.models.prompts import PromptFormatter  # noqa: E402
 
 EASYEDIT = {"rome": 4.2, "memit": 1.8, "alphaedit": 2.2, "pmet": 1.8, "ft-l": 0.35, "ft-m": 0.38}
 EASYEDIT_MEMIT_B20 = 42.0
+BATCH_SIZES = [20, 50]
 METHODS = ["ft-l", "ft-m", "rome", "memit", "alphaedit", "pmet"]
 
 
@@ -135,11 +136,12 @@ def time_single(name, model, tok, fmt, reqs, corpus, n_single, **extra):
     return tot
 
 
-def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=False):
+def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=False, batch_steps=None,
+          methods=None):
     print(f"\n== {title}; torch threads = {torch.get_num_threads()} ==")
     print(f"{'method':10s} {'protocol':12s} {'CPU s total':>12s} {'s / edit':>9s} {'EasyEdit s/edit':>16s} {'ratio':>7s}")
     rows = {}
-    for name in METHODS:
+    for name in (METHODS if methods is None else [x for x in METHODS if x in methods]) if n_single > 0 else []:
         m = build_method(name, model, tok, fmt, overrides=overrides(name, model, corpus))
         if name not in ("ft-l", "ft-m"):
             st, _ = timed(lambda: m.second_moments([m.mlp_out(l) for l in m.config.layers]))
@@ -155,9 +157,13 @@ def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=Fals
             rows[(name, "full")] = full
             print(f"{name:10s} {'single, full':12s} {full * n_single:12.2f} {full:9.3f} {'':16s} {'':7s}"
                   f"  speed-up from caching {full / per:.2f}x")
-    for name in ("memit", "alphaedit"):
-        m = build_method(name, model, tok, fmt, overrides=overrides(name, model, corpus))
-        sizes = [20, 50] + ([big] if big and len(reqs) >= big else [])
+    for name in [x for x in ("memit", "alphaedit") if methods is None or x in methods]:
+        ov = overrides(name, model, corpus)
+        if batch_steps:
+            ov["v_steps"] = batch_steps
+            print(f"{name}: batch timings with v_steps = {batch_steps} (scaling check, not EasyEdit's step count)")
+        m = build_method(name, model, tok, fmt, overrides=ov)
+        sizes = list(BATCH_SIZES) + ([big] if big and len(reqs) >= big else [])
         for b in sizes:
             t, h = timed(lambda: m.apply(reqs[:b]))
             h.restore()
@@ -176,15 +182,21 @@ def main():
     ap.add_argument("--skip-llama", action="store_true")
     ap.add_argument("--n-single", type=int, default=5)
     ap.add_argument("--big-batch", type=int, default=1000)
+    ap.add_argument("--batch-steps", type=int, default=None,
+                    help="optimisation steps for the batch-size comparison (fewer = cheaper scaling check)")
+    ap.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    ap.add_argument("--batch-sizes", default="20,50", help="batch sizes timed besides --big-batch")
     ap.add_argument("--compare-full", action="store_true",
                     help="also time single edits with full forward passes at every step (in-run speed-up)")
     a = ap.parse_args()
+    BATCH_SIZES[:] = [int(x) for x in a.batch_sizes.split(",") if x]
+    methods = a.methods.split(",") if a.methods else None
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("XKE_CACHE", str(Path(tmp) / "cache"))
         if not a.skip_llama:
-            bench(*random_llama(Path(tmp)), a.n_single, a.big_batch, a.compare_full)
+            bench(*random_llama(Path(tmp)), a.n_single, a.big_batch, a.compare_full, a.batch_steps, methods)
         if not a.skip_world:
-            bench(*world_model(a.world), a.n_single, 0, a.compare_full)
+            bench(*world_model(a.world), a.n_single, 0, a.compare_full, a.batch_steps, methods)
 
 
 if __name__ == "__main__":

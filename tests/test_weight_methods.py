@@ -143,16 +143,20 @@ def test_cached_prefix_pass_equals_full_passes(wm, name):
     reqs = [cases[0].request("en"), cases[5].request("zh"), cases[2].request("en")]
     sites = m.target_sites() if name != "rome" else [m.mlp_out(m.config.layers[0])]
     assert resume_plan(lm.model, sites)[0] == ("before" if name == "pmet" else "after")
-    res = {}
-    for fast in (True, False):
-        opts = m.target_options() if name != "rome" else m.config.target_options()
-        opts.steps, opts.reuse_prefix_layers = 6, fast
-        res[fast] = optimise_targets(lm.model, lm.tokenizer, m.rewrite_seqs(reqs), m.kl_seqs(reqs), 3, sites, opts)
-    for s in sites:
-        assert res[False].deltas[s].abs().max() > 0.01
-        torch.testing.assert_close(res[True].deltas[s], res[False].deltas[s], atol=2e-4, rtol=1e-3)
-        torch.testing.assert_close(res[True].inits[s], res[False].inits[s], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(res[True].nll, res[False].nll, atol=1e-4, rtol=1e-4)
+    # stop_loss 1.0: requests stop at different steps, so later steps run on a subset of the rows
+    for steps, stop_loss in ((6, None), (12, 1.0)):
+        res = {}
+        for fast in (True, False):
+            opts = m.target_options() if name != "rome" else m.config.target_options()
+            opts.steps, opts.reuse_prefix_layers = steps, fast
+            opts.stop_loss = stop_loss or opts.stop_loss
+            res[fast] = optimise_targets(lm.model, lm.tokenizer, m.rewrite_seqs(reqs), m.kl_seqs(reqs), 3, sites, opts)
+        for s in sites:
+            assert res[False].deltas[s].abs().max() > 0.01
+            torch.testing.assert_close(res[True].deltas[s], res[False].deltas[s], atol=2e-4, rtol=1e-3)
+            torch.testing.assert_close(res[True].inits[s], res[False].inits[s], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(res[True].nll, res[False].nll, atol=1e-4, rtol=1e-4)
+        assert res[True].steps == res[False].steps
 
 
 @pytest.mark.parametrize("name", ["ft-l", "ft-m"])
@@ -168,6 +172,33 @@ def test_fine_tuning_from_cached_stream_equals_full_passes(wm, name):
     for k in out[False]:
         assert out[False][k].abs().max() > 0
         torch.testing.assert_close(out[True][k], out[False][k], atol=1e-6, rtol=1e-4)
+
+
+def test_one_layer_memit_is_rome_up_to_a_scale(wm):
+    """With one layer and one prompt, MEMIT's ``R kᵀ(λC + kkᵀ)⁻¹`` is, by Sherman–Morrison, ROME's
+    ``(v* − Wk)(C⁻¹k)ᵀ/(kᵀC⁻¹k)`` times ``kᵀC⁻¹k / (λ + kᵀC⁻¹k)``: same direction, the same δ (R = v* − Wk).
+    So equal scores of the two on a one-layer edit are expected, not a sign that one of them is not applied."""
+    lm, fmt, cases = wm
+    req = [cases[1].request("en")]
+    d = {}
+    for name in ("rome", "memit"):
+        ov = dict(overrides(name, lm.model), layers=[0], v_steps=8)
+        m = build_method(name, lm.model, lm.tokenizer, fmt, overrides=ov)
+        h = m.apply(req)
+        d[name] = next(iter(h.deltas().values())).flatten().double()
+        h.restore()
+    cos = float(d["rome"] @ d["memit"] / (d["rome"].norm() * d["memit"].norm()))
+    ratio = float(d["memit"].norm() / d["rome"].norm())
+    assert cos > 0.999 and 0.3 < ratio <= 1.0 + 1e-6, (cos, ratio)
+
+
+def test_alphaedit_empty_null_space_is_a_clear_error(wm):
+    """A threshold below every eigenvalue of C leaves no null space: edits would silently be no-ops."""
+    lm, fmt, cases = wm
+    ov = dict(overrides("alphaedit", lm.model), nullspace_threshold=1e-9, nullspace_relative=True)
+    m = build_method("alphaedit", lm.model, lm.tokenizer, fmt, overrides=ov)
+    with pytest.raises(ConfigError, match="null space is empty"):
+        m.apply([cases[0].request("en")])
 
 
 def test_chinese_subject_position(wm):

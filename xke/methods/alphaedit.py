@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import ConfigError
 from ..paths import cache_dir
 from .base import WeightSnapshot, register_method
 from .memit import _SpreadMethod
@@ -84,6 +85,12 @@ class AlphaEdit(_SpreadMethod):
             else:
                 P = nullspace_projector(C, c.nullspace_threshold, c.nullspace_relative)
                 save_file({"P": P.contiguous()}, str(f))
+            rank = int(round(float(P.double().trace())))
+            if rank == 0:
+                raise ConfigError(
+                    f"alphaedit: no eigenvalue of the key second moment of {module} is below nullspace_threshold="
+                    f"{c.nullspace_threshold}{' x the largest' if c.nullspace_relative else ''}: the null space is "
+                    f"empty, so every edit would be projected to zero. Raise nullspace_threshold.")
             self._P[module] = P
         return self._P[module]
 
@@ -103,6 +110,10 @@ class AlphaEdit(_SpreadMethod):
             self._prev_kkt[m] = kkt if prev is None else prev + kkt
 
     def apply(self, requests):
+        mods = [self.mlp_out(l) for l in self.config.layers]
+        stats = self.second_moments(mods)
+        for m in mods:                 # every projector (and its errors) before any weight changes
+            self.projector(m, stats[m])
         self._last_requests = list(requests)
         try:
             return super().apply(requests)

@@ -25,7 +25,7 @@ from ..data.schema import EditRequest
 from ..models.architectures import get_module
 from .base import EditHandle, register_method
 from .weight.common import LocateConfig, LocateEditMethod
-from .weight.targets import gather_at_subject, mean_per_request, optimise_targets
+from .weight.targets import mean_per_request, optimise_targets
 from .weight.update import add_to_weight, rome_directions, rome_update
 
 
@@ -53,11 +53,11 @@ class ROME(LocateEditMethod):
         module = get_module(self.model, mod_name)
         for rewrite, kl in seqs:
             # one request at a time, each on the model holding the previous edits (as the original does)
-            g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=[mod_name], outputs=[mod_name])
-            k_star = mean_per_request(g[(mod_name, "in")], rewrite, 1)            # averaged over prefixes
-            k_plain, out_plain = g[(mod_name, "in")][:1], g[(mod_name, "out")][0]
             res = optimise_targets(self.model, self.tokenizer, rewrite, kl, 1, [mod_name],
                                    self.config.target_options())
+            keys = res.keys[mod_name]                       # W's input at the subject, every rewrite prompt
+            k_star = mean_per_request(keys, rewrite, 1)      # averaged over prefixes (eq. 3)
+            k_plain = keys[:1]                               # the bare prompt
             v_star = res.inits[mod_name][0] + res.deltas[mod_name][0]
             u = rome_directions(k_star, C.to(k_star.device) if C is not None else None)
             with torch.no_grad():

@@ -17,6 +17,13 @@ stopping per request (a request whose loss is below ``stop_loss`` is frozen and 
 batch). The requests' losses are independent, so the sum gives each ``δ_i`` exactly its own
 gradient: this is per-request optimisation (as in EasyEdit) done with one forward/backward pass per
 step for the whole batch.
+
+Each step computes only what ``δ`` can change: ``δ`` enters at layer ``L`` at the subject's last token,
+so the layers before ``L`` and the tokens before the subject are run once, by one pass of the unedited
+model that also yields the initial site outputs ``h_i``, the keys at the subject (ROME's ``k*``) and
+the KL reference distributions. Every step then runs the layers after ``L`` on the tokens from the
+subject on, attending to the cached keys/values of the earlier tokens (:func:`subject_aligned`,
+:func:`resume_plan`). ``reuse_prefix_layers: false`` gives the plain full passes (same δ; tested).
 """
 
 from __future__ import annotations
@@ -153,6 +160,8 @@ class TargetOptions:
     max_requests_per_loop: int = 0
     #: run the layers before the edit site once and start every step from the cached residual stream
     reuse_prefix_layers: bool = True
+    #: with max_requests_per_loop 0: split a batch so that one loop's cached stream/keys fit this budget
+    cache_budget_mb: float = 1024.0
 
 
 @dataclass
@@ -161,6 +170,8 @@ class TargetResult:
     inits: dict[str, torch.Tensor]    # site -> [n_req, d]: the site's output at the subject (first prefix)
     nll: torch.Tensor                 # [n_req] final NLL per request
     steps: int
+    #: site -> [n_rewrite_rows, d_in]: the site's input at the subject in every rewrite row (unedited model)
+    keys: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @contextmanager
@@ -180,10 +191,29 @@ def _base_model(model):
     return base
 
 
+def _auto_chunk(model, rewrite, kl, n_req: int, budget_mb: float) -> int:
+    """Requests per loop so that the cached stream and keys/values of one loop stay within ``budget_mb``
+    (requests are independent, so splitting a batch does not change any δ)."""
+    if n_req <= 1 or budget_mb <= 0:
+        return max(1, n_req)
+    cfg = model.config
+    d = cfg.hidden_size
+    heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 1)
+    head_dim = getattr(cfg, "head_dim", None) or d // max(1, getattr(cfg, "num_attention_heads", 1))
+    n_layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 1)
+    width = max(len(s.ids) for s in list(rewrite) + list(kl))
+    rows_per_req = (len(rewrite) + len(kl)) / n_req
+    dtype_bytes = next(model.parameters()).element_size()
+    # per row: stream (d) + keys/values of every layer (2 · heads · head_dim) for each column, x2 for the
+    # first pass's full cache
+    per_req = rows_per_req * width * (d + 2 * 2 * n_layers * heads * head_dim) * dtype_bytes
+    return int(max(1, min(n_req, budget_mb * 2 ** 20 // max(1.0, per_req))))
+
+
 def optimise_targets(model, tokenizer, rewrite: Sequence[Seq], kl: Sequence[Seq], n_req: int, sites: list[str],
                      opts: TargetOptions) -> TargetResult:
     """Optimise δ for every request at every site, all requests of a chunk in one loop (see module doc)."""
-    chunk = opts.max_requests_per_loop or n_req
+    chunk = opts.max_requests_per_loop or _auto_chunk(model, rewrite, kl, n_req, opts.cache_budget_mb)
     parts = []
     for r0 in range(0, n_req, chunk):
         r1 = min(n_req, r0 + chunk)
@@ -192,7 +222,8 @@ def optimise_targets(model, tokenizer, rewrite: Sequence[Seq], kl: Sequence[Seq]
         parts.append(_optimise(model, tokenizer, rw, kk, r1 - r0, sites, opts))
     return TargetResult({s: torch.cat([p.deltas[s] for p in parts]) for s in sites},
                         {s: torch.cat([p.inits[s] for p in parts]) for s in sites},
-                        torch.cat([p.nll for p in parts]), max(p.steps for p in parts))
+                        torch.cat([p.nll for p in parts]), max(p.steps for p in parts),
+                        {s: torch.cat([p.keys[s] for p in parts]) for s in sites})
 
 
 def site_layer(model, name: str) -> tuple[int, bool]:
@@ -248,12 +279,36 @@ def subject_aligned(seqs: Sequence[Seq], pad_id: int, device):
 
 
 def _prefix_cache(kv, rows):
-    """A fresh ``DynamicCache`` holding the (constant) keys/values of the columns before the subject."""
+    """A fresh ``DynamicCache`` holding the (constant) keys/values of the columns before the subject.
+
+    The tensors are handed to the cache without copies (a cache built from data concatenates them);
+    layers that never run during the steps hold zero-stride views of the right shape, which the cache
+    needs only for its length.
+    """
     from transformers import DynamicCache
 
     if kv is None:
         return None
-    return DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in kv])
+    sel = (lambda t: t) if rows is None else (lambda t: t[rows] if t.stride(0) else t[:len(rows)])
+    cache = DynamicCache(ddp_cache_data=[(k[:1, :, :0], v[:1, :, :0]) for k, v in kv])
+    for layer, (k, v) in zip(cache.layers, kv):
+        layer.keys, layer.values = sel(k), sel(v)
+    return cache
+
+
+def _keep_kv(past, P: int, first_run: int):
+    """Keys/values of the first ``P`` columns for the layers from ``first_run`` on; earlier layers
+    (never run during the steps) get zero-stride placeholders of the same shape (no memory)."""
+    out = []
+    for i, layer in enumerate(past):
+        k, v = layer[0][..., :P, :], layer[1][..., :P, :]
+        if i < first_run:
+            k = k.new_zeros(()).expand(k.shape)
+            v = v.new_zeros(()).expand(v.shape)
+        else:
+            k, v = k.contiguous(), v.contiguous()
+        out.append((k, v))
+    return out
 
 
 def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult:
@@ -309,7 +364,7 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
     layer_name = arch_spec(model).layer.format(L0)
     rows0 = torch.arange(len(seqs), device=dev)
     at_subj = lambda x: x[rows0, subj_all + P]  # noqa: E731
-    with torch.no_grad(), capture(model, list(sites), outputs=True, select=at_subj) as cap_sites, \
+    with torch.no_grad(), capture(model, list(sites), inputs=True, outputs=True, select=at_subj) as cap_sites, \
             capture(model, [layer_name] if mode != "full" else [], inputs=(mode == "before"),
                     outputs=(mode == "after"), select=lambda x: x[:, P:]) as cap_layer:
         out0 = base(input_ids=ids_all, attention_mask=mask_all, position_ids=pos_all, use_cache=(mode != "full"))
@@ -317,9 +372,10 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
         kl_init = (torch.log_softmax(head(at_subj(hidden0)[n_rw:]).float(), -1) if len(kl) else None)
     kv = None
     if mode != "full" and P > 0:
-        kv = [(layer[0][..., :P, :], layer[1][..., :P, :]) for layer in out0.past_key_values]
+        kv = _keep_kv(out0.past_key_values, P, L0 + 1 if mode == "after" else L0)
     del out0, hidden0
     inits = {s: cap_sites[s].output[first_rows].float() for s in sites}
+    keys = {s: cap_sites[s].input[:n_rw].float() for s in sites}
     resid = None
     if mode != "full":
         rec = cap_layer[layer_name]
@@ -359,7 +415,7 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
                 ctx = _both(ctx, resume_at(model, L0, lambda: resid[act_rows, :Q]))
         with torch.enable_grad(), frozen(model), ctx:
             hidden = base(input_ids=ids, attention_mask=mask, position_ids=pos,
-                          past_key_values=_prefix_cache(kv, act_rows), use_cache=kv is not None)[0]
+                          past_key_values=_prefix_cache(kv, None if bool(act_req.all()) else act_rows), use_cache=kv is not None)[0]
             # rewrite NLL (only at target positions; full logits are never materialised)
             act_t = act_req[rw_req[t_row]]
             tr, tp, tl = new_index[t_row[act_t]], t_pos[act_t], t_lab[act_t]
@@ -410,4 +466,4 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
                 norm = d.norm(dim=1)
                 scale = torch.where(norm > max_norm, max_norm / norm.clamp(min=1e-12), torch.ones_like(norm))
                 d.mul_(scale[:, None])
-    return TargetResult({s: d.detach() for s, d in deltas.items()}, inits, last_nll.detach(), steps_done)
+    return TargetResult({s: d.detach() for s, d in deltas.items()}, inits, last_nll.detach(), steps_done, keys)
