@@ -128,10 +128,12 @@ class ContextMethod(EditMethod):
         wd = world_dir_of(self.model)
         if wd is not None:
             cand = wd / "retriever"
-            if (cand / "modules.json").exists():
-                return str(cand)
-            raise ConfigError(f"no retriever for the toy world in {wd}: run `xke world retriever --world {wd}` "
-                              "or set retriever_path (a local sentence-transformers directory)")
+            if not (cand / "modules.json").exists():
+                # the toy world's retriever is part of the world: train it once (seconds on a CPU), cached beside it
+                from ..memory.train_retriever import train_world_retriever
+                print(f"xke: training the toy world's cross-lingual retriever into {cand} (once)")
+                train_world_retriever(wd, cand)
+            return str(cand)
         return None
 
     @property

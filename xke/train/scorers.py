@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from ..data.languages import normalize_lang, uses_spaces
 from ..errors import ConfigError
+from ..eval.metrics import token_f1 as metrics_token_f1
 
 #: xke code -> NLLB-200 code
 NLLB_CODES = {
@@ -118,16 +118,8 @@ def answer_tokens(text: str, lang: str) -> list[str]:
 
 
 def token_f1(pred: str, gold: str, lang: str) -> float:
-    p, g = answer_tokens(pred, lang), answer_tokens(gold, lang)
-    if not p and not g:
-        return 1.0
-    if not p or not g:
-        return 0.0
-    common = sum((Counter(p) & Counter(g)).values())
-    if common == 0:
-        return 0.0
-    prec, rec = common / len(p), common / len(g)
-    return 2 * prec * rec / (prec + rec)
+    """Token F1 (:func:`xke.eval.metrics.token_f1`) over language-aware word/character tokens."""
+    return metrics_token_f1(pred, gold, lambda t: answer_tokens(t, lang))
 
 
 class LightScorer(AlignmentScorer):

@@ -20,6 +20,15 @@ def register(sub, groups) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_build)
 
+    p = groups["world"].add_parser(
+        "path", help="print the directory of a built world (building it first if needed)",
+        description="Print the directory of the world for these arguments, building it (cached) when missing; "
+                    "handy in scripts: --data \"$(xke world path)/cases.jsonl\".")
+    p.add_argument("--preset", default="default", help="world preset: tiny or default")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--langs", default=None)
+    p.set_defaults(func=_path)
+
 
 def _build(args) -> int:
     import os
@@ -32,4 +41,15 @@ def _build(args) -> int:
     report = json.loads((d / "report.json").read_text())
     print(json.dumps(report, indent=1, ensure_ascii=False))
     print(f"world: {d}")
+    return 0
+
+
+def _path(args) -> int:
+    import sys
+
+    from .build import build_world
+
+    d = build_world(preset=args.preset, seed=args.seed, langs=args.langs, verbose=False)
+    print(d)
+    sys.stdout.flush()
     return 0
