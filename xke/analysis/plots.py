@@ -63,13 +63,18 @@ def plot_geometry(by_label: Mapping[str, Mapping[str, Mapping[str, float | None]
                 ax.set_ylabel(PAIR_TITLES[pair], fontsize=8)
             if row == 1 and xlabel:
                 ax.set_xlabel(xlabel, fontsize=8)
+    return _save(fig, path, title)
+
+
+def _save(fig, path: str | Path, title: str | None = None) -> Path:
+    """Add the title, lay out, write the PNG (creating its folder) and close the figure."""
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _plt().close(fig)
     return path
 
 
@@ -110,14 +115,7 @@ def plot_layer_metrics(rows: Sequence[Mapping[str, float]], path: str | Path, *,
             x.xaxis.set_major_locator(MaxNLocator(integer=True))
             if suggested is not None:
                 x.axvline(suggested, color="grey", ls="--", lw=0.8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_layer_embeddings(points: Mapping[int, Mapping[str, "object"]], path: str | Path, *,
