@@ -347,12 +347,18 @@ class World:
                 "old_value": old, "new_value": new, "source": "xke-world", "world_seed": self.seed}
         return EditCase(case_id=case_id or f"w{self.seed}-{subject_id}-{relation}", views=views, meta=meta)
 
-    def counterfactual_cases(self, split: str = "all", langs: Iterable[str] | None = None) -> list[EditCase]:
-        """Counterfactual edit cases (deterministic for the world's seed): ``cases_per_subject``
-        per person and company, one per city and country; ``split`` is ``train``, ``heldout`` or
-        ``all``. Cases of portability-bearing relations are preferred."""
+    def counterfactual_cases(self, split: str = "all", langs: Iterable[str] | None = None,
+                             per_subject: int | None = None) -> list[EditCase]:
+        """Counterfactual edit cases (deterministic for the world's seed and ``per_subject``):
+        ``per_subject`` (default the world's ``cases_per_subject``) per person and company, one per
+        city and country, each on a different relation; ``split`` is ``train``, ``heldout`` or
+        ``all``. Cases of portability-bearing relations are preferred. ``per_subject`` ≥ 5 gives a
+        case for every fact of every person and company (the most a world has)."""
         if split not in ("train", "heldout", "all"):
             raise XkeError(f"split must be train, heldout or all, not {split!r}")
+        per_subject = self.cases_per_subject if per_subject is None else int(per_subject)
+        if per_subject < 1:
+            raise XkeError(f"per_subject must be >= 1, got {per_subject}")
         rng = random.Random(f"cases-{self.seed}")
         two_hop_rels = {r1 for (r1, _r2) in T.TWO_HOP}
         out = []
@@ -360,7 +366,7 @@ class World:
             rels = self.subject_relations(e.id)
             if not rels:
                 continue
-            n = self.cases_per_subject if e.type in ("person", "company") else 1
+            n = per_subject if e.type in ("person", "company") else 1
             weights = [3 if r in two_hop_rels else 1 for r in rels]
             chosen: list[str] = []
             while len(chosen) < min(n, len(rels)):
