@@ -106,8 +106,7 @@ def test_sequential_edits_hold_and_roll_back(wm, name):
         assert kept, "AlphaEdit must remember the keys of earlier edits"
     h2 = m.apply(b)
     assert score(lm, fmt, a[0].prompt, a[0].target_new, "en")[0] > pre_a
-    if name != "alphaedit":   # on the 2-layer tiny world the null-space constraint can block the 2nd edit (reported)
-        assert score(lm, fmt, b[0].prompt, b[0].target_new, "en")[0] > pre_b + 0.2
+    assert score(lm, fmt, b[0].prompt, b[0].target_new, "en")[0] > pre_b + 0.2
     h2.restore()
     assert all(torch.equal(state(lm.model)[k], mid[k]) for k in mid)
     if name == "alphaedit":

@@ -139,6 +139,43 @@ def test_cases_deterministic(world):
     assert a == (world / "cases.jsonl").read_text(encoding="utf-8").splitlines()
 
 
+def test_cases_per_subject_cover_every_fact(world):
+    w = load_world(world)
+    held = w.counterfactual_cases("heldout", per_subject=5)
+    people = {e.id for t in ("person", "company") for e in w.entities_of(t, "heldout")}
+    facts = {(f.subject, f.relation) for f in w.all_facts("heldout") if f.subject in people}
+    got = {(c.meta["subject_id"], c.meta["relation"]) for c in held}
+    assert facts <= got and len({c.case_id for c in held}) == len(held)
+    assert len(held) > len(w.counterfactual_cases("heldout"))
+    assert all(c.meta["split"] == "heldout" for c in held)
+    with pytest.raises(XkeError, match="per_subject"):
+        w.counterfactual_cases("heldout", per_subject=0)
+
+
+def test_distractor_edits_are_invented_and_fill_a_memory(world, tmp_path, capsys):
+    from xke.cli import main
+    from xke.memory.store import EditStore
+
+    w = load_world(world)
+    names = {n for e in w.entities.values() for n in e.names.values()}
+    for lang in ("en", "zh"):
+        rows = w.distractor_edits(40, lang)
+        assert len(rows) == 40 and rows == w.distractor_edits(40, lang)
+        assert len({r["subject"] for r in rows}) == 40 and not {r["subject"] for r in rows} & names
+        assert all(r["subject"] in r["prompt"] and r["target_new"] and r["lang"] == lang for r in rows)
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in r["prompt"]) for r in w.distractor_edits(5, "zh"))
+    out = tmp_path / "d.jsonl"
+    assert main(["world", "distractors", "--world", str(world), "--n", "30", "--out", str(out)]) == 0
+    mem = tmp_path / "m.sqlite"
+    assert main(["memory", "import", "--db", str(mem), str(out)]) == 0
+    assert len(EditStore(mem).active_ids()) == 30
+    cases = tmp_path / "c.jsonl"
+    assert main(["world", "cases", "--world", str(world), "--split", "heldout", "--out", str(cases)]) == 0
+    from xke.data.loaders import read_jsonl
+    assert [c.case_id for c in read_jsonl(cases)] == [c.case_id for c in w.counterfactual_cases("heldout", per_subject=5)]
+    capsys.readouterr()
+
+
 # --- tokenizer ------------------------------------------------------------------------------------
 
 def test_tokenizer_splits_prompt_and_answer(world):

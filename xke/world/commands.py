@@ -30,6 +30,63 @@ def register(sub, groups) -> None:
     p.set_defaults(func=_path)
 
 
+    p = groups["world"].add_parser(
+        "cases", help="write counterfactual edit cases of a built world (e.g. every held-out fact)",
+        description="Write a world's counterfactual edit cases as xke JSONL, deterministically. The build's "
+                    "cases.jsonl has one case per subject; --per-subject 5 gives a case for every fact of "
+                    "every person and company (115 held-out cases on the default world).")
+    _world_args(p)
+    p.add_argument("--split", default="heldout", choices=["train", "heldout", "all"])
+    p.add_argument("--per-subject", type=int, default=5, help="cases per person/company (default 5: all facts)")
+    p.add_argument("--out", required=True, help="output JSONL")
+    p.set_defaults(func=_cases)
+
+    p = groups["world"].add_parser(
+        "distractors", help="write edit-memory rows about invented people (fills a memory to N edits)",
+        description="Write N edit descriptors about invented people (never a world name) as edit-memory "
+                    "JSONL, for `xke memory import`: a large memory in which retrieval must find the "
+                    "edits a test asks about.")
+    _world_args(p)
+    p.add_argument("--n", type=int, required=True, help="number of edits")
+    p.add_argument("--lang", default="en", help="language of the descriptors (default en)")
+    p.add_argument("--out", required=True, help="output JSONL")
+    p.set_defaults(func=_distractors)
+
+
+def _world_args(p) -> None:
+    p.add_argument("--world", default=None, help="built world directory (default: the preset's cached build)")
+    p.add_argument("--preset", default="default", help="world preset when --world is not given")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _load(args):
+    from .build import build_world
+    from .world import load_world
+
+    d = args.world or build_world(preset=args.preset, seed=args.seed, verbose=False)
+    return load_world(d)
+
+
+def _cases(args) -> int:
+    from ..data.loaders import write_jsonl
+
+    cases = _load(args).counterfactual_cases(args.split, per_subject=args.per_subject)
+    write_jsonl(args.out, cases)
+    print(f"wrote {len(cases)} {args.split} case(s) to {args.out}")
+    return 0
+
+
+def _distractors(args) -> int:
+    from pathlib import Path
+
+    rows = _load(args).distractor_edits(args.n, args.lang)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    print(f"wrote {len(rows)} distractor edit(s) to {out}")
+    return 0
+
+
 def _build(args) -> int:
     import os
 

@@ -380,6 +380,30 @@ class World:
                     out.append(case)
         return out
 
+    def distractor_edits(self, n: int, lang: str, *, stream: str = "distractors") -> list[dict[str, Any]]:
+        """``n`` edit descriptors about invented people (never a world name), as edit-memory JSONL
+        rows (``lang``, ``prompt``, ``target_new``, ``subject``, ``case_id``): filler that makes an
+        edit memory large without touching any fact a test asks about."""
+        lang = normalize_lang(lang)
+        if n < 0:
+            raise XkeError(f"n must be >= 0, got {n}")
+        rng = random.Random(f"distractors-{self.seed}-{stream}")
+        maker = self.fresh_maker(stream)
+        rels = [r for r in RELATIONS.values() if r.subject_type == "person"]
+        out = []
+        for i in range(n):
+            lat, zh = maker.person()
+            name = _names(lat, zh, [lang], latin_in_zh=False)[lang]
+            rel = rng.choice(rels)
+            if rel.object_type == "year":
+                value: str | int = rng.randint(*YEAR_RANGE[rel.name])
+            else:
+                value = rng.choice([e.id for e in self.entities.values() if e.type == rel.object_type])
+            form = T.QUESTIONS[rel.name][lang][T.TRAIN_FORMS[rng.randrange(len(T.TRAIN_FORMS))]]
+            out.append({"lang": lang, "prompt": form.format(s=name), "target_new": self.value_text(value, lang),
+                        "subject": name, "case_id": f"w{self.seed}-{stream}-{i}"})
+        return out
+
     # -- fresh (invented, not in the world) entities for reading -----------------
     def fresh_maker(self, stream: str) -> NameMaker:
         """A name maker that never yields a world name; ``stream`` seeds it (e.g. 'train-3', 'eval')."""
