@@ -136,6 +136,33 @@ def time_single(name, model, tok, fmt, reqs, corpus, n_single, **extra):
     return tot
 
 
+def naive_ft_l(model, tok, fmt, req, steps: int = 25, lr: float = 5e-4, norm: float = 5e-4) -> None:
+    """FT-L as EasyEdit's loop runs it (in-run reference): every step a full forward of the whole
+    model on the prompt with logits at every position, the target's mean NLL at the prompt's last
+    token, backward through the whole model, Adam on layer 1's MLP output projection, L∞ clamp."""
+    from xke.models.architectures import arch_spec, get_module
+    from xke.models.prompts import encode_prompt_target
+
+    p, t = encode_prompt_target(tok, fmt.format(req.prompt, req.style), req.target_new, req.lang)
+    ids, tgt = torch.tensor([p]), torch.tensor(t)
+    w = get_module(model, arch_spec(model).mlp_out.format(min(1, len(model.model.layers) - 2))).weight
+    w0 = w.detach().clone()
+    with torch.enable_grad():
+        w.requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=lr)
+        for _ in range(steps):
+            logits = model(input_ids=ids).logits          # full logits, every position
+            loss = -torch.log_softmax(logits[0, -1], -1)[tgt].mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                w.copy_(torch.clamp(w, w0 - norm, w0 + norm))
+        w.requires_grad_(False)
+    with torch.no_grad():
+        w.copy_(w0)
+
+
 def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=False, batch_steps=None,
           methods=None):
     print(f"\n== {title}; torch threads = {torch.get_num_threads()} ==")
@@ -150,6 +177,13 @@ def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=Fals
         per = tot / n_single
         rows[(name, 1)] = per
         print(f"{name:10s} {'single':12s} {tot:12.2f} {per:9.3f} {EASYEDIT[name]:16.2f} {per / EASYEDIT[name]:7.3f}")
+        if name == "ft-l" and compare_full:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            naive_ft_l(model, tok, fmt, reqs[0])       # warm-up
+            nt, _ = timed(lambda: [naive_ft_l(model, tok, fmt, r) for r in reqs[1:n_single + 1]])
+            print(f"{'ft-l':10s} {'naive loop':12s} {nt:12.2f} {nt / n_single:9.3f} {'':16s} {'':7s}"
+                  f"  EasyEdit's loop run here; xke / naive = {per / (nt / n_single):.2f}")
         if compare_full:
             # the same edits with a full forward pass at every step (no cached stream / prefix keys): the
             # in-run speed-up of the caching, independent of how loaded the machine is

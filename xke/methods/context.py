@@ -88,10 +88,14 @@ class ContextHandle(EditHandle):
 
 
 def world_dir_of(model: Any) -> Path | None:
-    """The toy-world directory a world model was loaded from (``<world>/model``), if it is one."""
+    """The toy-world directory of a world model: the one it was loaded from (``<world>/model``), or
+    for a model trained from a world elsewhere (an X-KDE recipe output) its config's ``xke_world_dir``."""
     cfg = getattr(model, "config", None)
     if not getattr(cfg, "xke_world", False):
         return None
+    recorded = getattr(cfg, "xke_world_dir", None)
+    if recorded and (Path(recorded) / "world.json").exists():
+        return Path(recorded)
     name = getattr(model, "name_or_path", None) or getattr(cfg, "_name_or_path", None)
     if not name:
         return None
