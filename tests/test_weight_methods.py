@@ -102,7 +102,7 @@ def test_sequential_edits_hold_and_roll_back(wm, name):
     h1 = m.apply(a)
     mid = state(lm.model)
     if name == "alphaedit":
-        kept = {k: v.clone() for k, v in m._prev_kkt.items()}
+        kept = {k: v.clone() for k, v in m._prev_pkkt.items()}
         assert kept, "AlphaEdit must remember the keys of earlier edits"
     h2 = m.apply(b)
     assert score(lm, fmt, a[0].prompt, a[0].target_new, "en")[0] > pre_a
@@ -110,11 +110,11 @@ def test_sequential_edits_hold_and_roll_back(wm, name):
     h2.restore()
     assert all(torch.equal(state(lm.model)[k], mid[k]) for k in mid)
     if name == "alphaedit":
-        assert set(m._prev_kkt) == set(kept) and all(torch.equal(m._prev_kkt[k], kept[k]) for k in kept)
+        assert set(m._prev_pkkt) == set(kept) and all(torch.equal(m._prev_pkkt[k], kept[k]) for k in kept)
     h1.restore()
     assert all(torch.equal(state(lm.model)[k], before[k]) for k in before)
     if name == "alphaedit":
-        assert m._prev_kkt == {}
+        assert m._prev_pkkt == {}
 
 
 def test_batched_targets_equal_one_at_a_time(wm):
@@ -314,3 +314,19 @@ def test_gpt2_conv1d_weights(tmp_path):
         assert h.deltas()["transformer.h.1.mlp.c_proj.weight"].abs().sum() > 0
         h.restore()
         assert all(torch.equal(state(lm.model)[k], before[k]) for k in before)
+
+
+def test_alphaedit_update_is_eq15():
+    """The one-solve form equals R Kᵀ P (K_pK_pᵀP + KKᵀP + αI)⁻¹ computed literally."""
+    from xke.methods.weight.update import alphaedit_update, nullspace_projector
+    g = torch.Generator().manual_seed(0)
+    d, n, m, dout = 12, 3, 4, 5
+    C = (lambda A: A @ A.T)(torch.randn(d, 6, generator=g, dtype=torch.float64))   # rank 6: a null space
+    P = nullspace_projector(C, 1e-6).double()
+    K, Kp, R = (torch.randn(d, n, generator=g, dtype=torch.float64), torch.randn(d, m, generator=g, dtype=torch.float64),
+                torch.randn(dout, n, generator=g, dtype=torch.float64))
+    alpha = 0.5
+    literal = R @ K.T @ P @ torch.linalg.inv(Kp @ Kp.T @ P + K @ K.T @ P + alpha * torch.eye(d, dtype=torch.float64))
+    got = alphaedit_update(K, R, P, P @ Kp @ Kp.T, alpha)
+    torch.testing.assert_close(got, literal, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(got @ (torch.eye(d, dtype=torch.float64) - P), torch.zeros(dout, d, dtype=torch.float64), atol=1e-5)

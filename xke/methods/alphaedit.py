@@ -7,7 +7,7 @@ unedited model) with eigenvalues below ``nullspace_threshold`` (eq. 9–10); per
 ``ΔW = R Kᵀ P (K_p K_pᵀ P + K Kᵀ P + αI)⁻¹``    (eq. 15, α = ``l2``)
 
 where ``K_p`` are the keys of the edits made earlier by this method object (sequential editing).
-The object accumulates ``K_p K_pᵀ`` across :meth:`apply` calls (keys recomputed after each batch, as
+The object accumulates ``P K_p K_pᵀ`` across :meth:`apply` calls (keys recomputed after each batch, as
 the authors do); the handle's :meth:`restore` rolls that state back along with the weights.
 ``P`` is cached on disk per model/layer (keyed by the statistics and the threshold).
 """
@@ -50,11 +50,11 @@ class _AlphaHandle(WeightSnapshot):
     def __init__(self, method: "AlphaEdit", model, names):
         super().__init__(model, names)
         self._method = method
-        self._prev = dict(method._prev_kkt)   # tensors are replaced, never modified in place
+        self._prev = dict(method._prev_pkkt)   # tensors are replaced, never modified in place
 
     def restore(self) -> None:
         super().restore()
-        self._method._prev_kkt = dict(self._prev)
+        self._method._prev_pkkt = dict(self._prev)
 
 
 @register_method
@@ -64,7 +64,7 @@ class AlphaEdit(_SpreadMethod):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self._prev_kkt: dict[str, torch.Tensor] = {}
+        self._prev_pkkt: dict[str, torch.Tensor] = {}
         self._P: dict[str, torch.Tensor] = {}
 
     def needs_stats(self) -> bool:
@@ -96,7 +96,7 @@ class AlphaEdit(_SpreadMethod):
 
     def solve(self, i, module, K, R, C):
         P = self.projector(module, C).to(K.device)
-        return alphaedit_update(K, R, P, self._prev_kkt.get(module), self.config.l2)
+        return alphaedit_update(K, R, P, self._prev_pkkt.get(module), self.config.l2)
 
     def after_batch(self, mods, ks):
         # keys of this batch under the edited weights join the preserved set (out of place: see handle)
@@ -105,9 +105,9 @@ class AlphaEdit(_SpreadMethod):
         g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=mods)
         for m in mods:
             K = mean_per_request(g[(m, "in")], rewrite, len(reqs)).double()
-            kkt = (K.T @ K).cpu()
-            prev = self._prev_kkt.get(m)
-            self._prev_kkt[m] = kkt if prev is None else prev + kkt
+            pkkt = ((self._P[m].to(K.device).double() @ K.T) @ K).cpu()     # P K Kᵀ: d² n, not d³
+            prev = self._prev_pkkt.get(m)
+            self._prev_pkkt[m] = pkkt if prev is None else prev + pkkt
 
     def apply(self, requests):
         mods = [self.mlp_out(l) for l in self.config.layers]

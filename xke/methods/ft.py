@@ -15,16 +15,18 @@ computed from each sequence's own length, so no left-padding index errors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from contextlib import nullcontext
 from typing import Literal, Sequence
 
 import torch
 
 from ..data.schema import EditRequest
 from ..errors import DataError
+from ..models.architectures import num_layers
 from ..models.prompts import encode_prompt_target
 from .base import EditHandle, EditMethod, MethodConfig, WeightSnapshot, register_method
 from .weight.common import module_for_layer
-from .weight.hooks import frozen
+from .weight.hooks import frozen, last_mlp_only_at
 from .weight.targets import Seq, pad_batch, pad_id_of
 
 
@@ -91,6 +93,8 @@ class _FineTune(EditMethod):
         bs = c.batch_size or len(seqs)
         ids_all, mask_all = pad_batch(seqs, pad, dev)
         start = self._resume(mods, ids_all, mask_all)
+        # the last layer's MLP only at the tokens the loss reads (exact; off with reuse_prefix_layers)
+        sparse_last = c.reuse_prefix_layers and max(c.layers) < num_layers(self.model) - 1
         with frozen(self.model), torch.enable_grad():
             for w in weights:
                 w.requires_grad_(True)
@@ -101,9 +105,11 @@ class _FineTune(EditMethod):
                     part = seqs[b0:b0 + bs]
                     T = max(len(s.ids) for s in part)
                     ids, mask = ids_all[b0:b0 + bs, :T], mask_all[b0:b0 + bs, :T]
-                    with start(b0, b0 + len(part), T):
+                    rows, pos, lab, owner = self._read_positions(part, dev)
+                    with start(b0, b0 + len(part), T), (last_mlp_only_at(self.model, rows, pos) if sparse_last
+                                                        else nullcontext()):
                         hidden = base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
-                    loss = self._loss(part, hidden, head, dev) * (len(part) / len(seqs))
+                    loss = self._loss(part, hidden[rows, pos], head, lab, owner) * (len(part) / len(seqs))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -145,23 +151,29 @@ class _FineTune(EditMethod):
         proj = get_module(self.model, mods[0])
         return lambda r0, r1, T: resume_at(self.model, L + 1, lambda: h_mid[r0:r1, :T] + proj(keys[r0:r1, :T]))
 
-    def _loss(self, part: list[Seq], hidden, head, dev) -> torch.Tensor:
-        if self.config.objective == "prompt_last":
-            rows = torch.arange(len(part), device=dev)
-            pos = torch.tensor([s.n_prompt - 1 for s in part], device=dev)
-            logp = torch.log_softmax(head(hidden[rows, pos]).float(), -1)
-            per = [-logp[i, torch.tensor(s.target, device=dev)].mean() for i, s in enumerate(part)]
-            return torch.stack(per).mean()
+    def _read_positions(self, part: list[Seq], dev):
+        """``rows, positions, labels, owner`` of the tokens the loss reads: FT-L — each prompt's last
+        token (``labels`` = all target ids, ``owner`` their sequence); FT-M — the positions that predict
+        each target token."""
         rows, pos, lab, owner = [], [], [], []
         for i, s in enumerate(part):
-            for j, t in enumerate(s.target):
-                rows.append(i); pos.append(s.n_prompt - 1 + j); lab.append(t); owner.append(i)
-        rows_t, pos_t = torch.tensor(rows, device=dev), torch.tensor(pos, device=dev)
-        logp = torch.log_softmax(head(hidden[rows_t, pos_t]).float(), -1)
-        tok = -logp.gather(1, torch.tensor(lab, device=dev)[:, None]).squeeze(1)
-        own = torch.tensor(owner, device=dev)
-        per = torch.zeros(len(part), device=dev).index_add(0, own, tok)
-        per = per / torch.bincount(own, minlength=len(part)).float()
+            if self.config.objective == "prompt_last":
+                rows.append(i); pos.append(s.n_prompt - 1)
+                lab += s.target; owner += [i] * len(s.target)
+            else:
+                for j, t in enumerate(s.target):
+                    rows.append(i); pos.append(s.n_prompt - 1 + j); lab.append(t); owner.append(i)
+        as_t = lambda x: torch.tensor(x, device=dev)  # noqa: E731
+        return as_t(rows), as_t(pos), as_t(lab), as_t(owner)
+
+    def _loss(self, part: list[Seq], hidden_read, head, lab, owner) -> torch.Tensor:
+        """Mean over sequences of the target's mean NLL: FT-L from each prompt's last token, FT-M teacher-forced."""
+        logp = torch.log_softmax(head(hidden_read).float(), -1)
+        if self.config.objective == "prompt_last":
+            logp = logp[owner]                       # one read token per sequence: its row, once per target id
+        tok = -logp.gather(1, lab[:, None]).squeeze(1)
+        per = torch.zeros(len(part), device=lab.device).index_add(0, owner, tok)
+        per = per / torch.bincount(owner, minlength=len(part)).float()
         return per.mean()
 
 

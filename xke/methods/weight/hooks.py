@@ -194,6 +194,35 @@ def resume_at(model: torch.nn.Module, layer: int, hidden: Callable[[], torch.Ten
                 m.forward = f
 
 
+@contextmanager
+def last_mlp_only_at(model: torch.nn.Module, rows: torch.Tensor, positions: torch.Tensor) -> Iterator[None]:
+    """Compute the last decoder layer's MLP only at the tokens ``(rows[i], positions[i])``.
+
+    Exact for everything read at those tokens: the MLP acts on each token alone, the last layer's
+    output feeds only the (per-token) final norm and the LM head, and the other tokens' outputs (left
+    without their MLP term) are never read — callers apply the head at these tokens only. An editing
+    loop scores a few target tokens of each sequence, so most of the last layer's MLP is skipped.
+    """
+    from ...models.architectures import arch_spec, get_module, num_layers
+
+    mlp = get_module(model, arch_spec(model).mlp.format(num_layers(model) - 1))
+    saved = mlp.__dict__.get("forward")
+    full = mlp.forward
+
+    def forward(x, *args, **kwargs):
+        y = full(x[rows, positions], *args, **kwargs)
+        return x.new_zeros(x.shape[:-1] + y.shape[-1:]).index_put((rows, positions), y)
+
+    mlp.forward = forward
+    try:
+        yield
+    finally:
+        if saved is None:
+            del mlp.forward
+        else:
+            mlp.forward = saved
+
+
 def layer_outputs_are_tensors(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> bool:
     """Whether decoder layers return a bare tensor (transformers >= 5), which :func:`resume_at` assumes."""
     from ...models.architectures import arch_spec, get_module

@@ -38,8 +38,8 @@ from ...data.languages import normalize_lang
 from ...data.schema import EditRequest
 from ...models.prompts import encode_prompt, encode_prompt_target
 from ...models.architectures import arch_spec, num_layers
-from .hooks import (add_at_positions, capture, frozen, hooked, layer_outputs_are_tensors, resume_at,
-                    stop_when_seen)
+from .hooks import (add_at_positions, capture, frozen, hooked, last_mlp_only_at, layer_outputs_are_tensors,
+                    resume_at, stop_when_seen)
 from .subject import subject_last_token
 
 DEFAULT_PREFIXES = {"default": [""]}
@@ -336,6 +336,8 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
         ids_all, mask_all = pad_batch(seqs, pad, dev)
         pos_all, P = None, 0
     req_all = torch.tensor([s.req for s in seqs], device=dev)
+    # the last layer's MLP only where outputs are read (unless a site is in the last layer)
+    sparse_last = opts.reuse_prefix_layers and all(0 <= site_layer(model, s)[0] < num_layers(model) - 1 for s in sites)
     # subject column: P for every row in the aligned layout (columns counted from P), else its own position
     subj_all = (torch.zeros(len(seqs), dtype=torch.long, device=dev) if mode != "full"
                 else torch.tensor([s.subj for s in seqs], device=dev))
@@ -413,12 +415,21 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
             ctx = hooked(model, hooks)
             if mode == "before":
                 ctx = _both(ctx, resume_at(model, L0, lambda: resid[act_rows, :Q]))
+        # the tokens whose outputs are read: target positions of the rewrite rows, the subject of KL rows
+        act_t = act_req[rw_req[t_row]]
+        tr, tp, tl = new_index[t_row[act_t]], t_pos[act_t], t_lab[act_t]
+        if len(kl):
+            kl_rows_all = torch.arange(n_rw, len(seqs), device=dev)
+            act_kl = act_req[kl_req]
+            kr = kl_rows_all[act_kl]
+        if sparse_last:
+            read_rows = torch.cat([tr, new_index[kr]]) if len(kl) else tr
+            read_pos = torch.cat([tp, subj_all[kr]]) if len(kl) else tp
+            ctx = _both(ctx, last_mlp_only_at(model, read_rows, read_pos))
         with torch.enable_grad(), frozen(model), ctx:
             hidden = base(input_ids=ids, attention_mask=mask, position_ids=pos,
                           past_key_values=_prefix_cache(kv, None if bool(act_req.all()) else act_rows), use_cache=kv is not None)[0]
             # rewrite NLL (only at target positions; full logits are never materialised)
-            act_t = act_req[rw_req[t_row]]
-            tr, tp, tl = new_index[t_row[act_t]], t_pos[act_t], t_lab[act_t]
             logp = torch.log_softmax(head(hidden[tr, tp]).float(), dim=-1)
             tok_lp = logp.gather(1, tl[:, None]).squeeze(1)
             rows_rw = t_row[act_t]
@@ -427,9 +438,6 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
             # KL on the KL prompts (next-token distribution at the subject's last token)
             kl_req_loss = torch.zeros(n_req, device=dev)
             if len(kl):
-                kl_rows_all = torch.arange(n_rw, len(seqs), device=dev)
-                act_kl = act_req[kl_req]
-                kr = kl_rows_all[act_kl]
                 kl_lp = torch.log_softmax(head(hidden[new_index[kr], subj_all[kr]]).float(), dim=-1)
                 init_lp = kl_init[act_kl.nonzero().squeeze(1)]
                 kl_each = (kl_lp.exp() * (kl_lp - init_lp)).sum(-1)

@@ -81,14 +81,16 @@ def nullspace_projector(C: torch.Tensor, threshold: float, relative: bool = Fals
     return (Uh @ Uh.T).float()
 
 
-def alphaedit_update(K: torch.Tensor, R: torch.Tensor, P: torch.Tensor, prev_KKt: torch.Tensor | None,
+def alphaedit_update(K: torch.Tensor, R: torch.Tensor, P: torch.Tensor, prev_PKKt: torch.Tensor | None,
                      l2: float) -> torch.Tensor:
-    """``R Kᵀ P (P(K_pK_pᵀ + KKᵀ) + αI)⁻¹`` as ``[d_out, d_in]`` (the paper's eq. 15, written as one solve)."""
+    """``R Kᵀ P (K_pK_pᵀP + KKᵀP + αI)⁻¹`` as ``[d_out, d_in]`` (the paper's eq. 15), computed as the
+    transpose of one solve with ``P(K_pK_pᵀ + KKᵀ) + αI``; ``prev_PKKt`` is ``P K_pK_pᵀ`` of the earlier
+    edits (kept by the caller), so no ``d³`` product is formed per edit."""
     K, R, P = K.double(), R.double(), P.to(K.device).double()
     d = K.shape[0]
-    A = K @ K.T
-    if prev_KKt is not None:
-        A = A + prev_KKt.to(K.device).double()
-    A = P @ A + l2 * torch.eye(d, dtype=A.dtype, device=A.device)
-    X = torch.linalg.solve(A, P @ K @ R.T)  # [d_in, d_out]
+    PK = P @ K
+    A = PK @ K.T + l2 * torch.eye(d, dtype=K.dtype, device=K.device)
+    if prev_PKKt is not None:
+        A = A + prev_PKKt.to(K.device).double()
+    X = torch.linalg.solve(A, PK @ R.T)  # [d_in, d_out]
     return X.T
