@@ -98,7 +98,11 @@ class _FineTune(EditMethod):
         with frozen(self.model), torch.enable_grad():
             for w in weights:
                 w.requires_grad_(True)
-            opt = torch.optim.Adam(weights, lr=c.lr, weight_decay=c.weight_decay)
+            opt = torch.optim.Adam(weights, lr=c.lr, weight_decay=c.weight_decay,
+                                   fused=all(w.is_floating_point() for w in weights))   # one kernel per step
+            if c.norm_constraint is not None:
+                bounds = [(handle.originals[n] - c.norm_constraint, handle.originals[n] + c.norm_constraint)
+                          for n in names]
             for _ in range(c.steps):
                 total = 0.0
                 for b0 in range(0, len(seqs), bs):
@@ -116,9 +120,8 @@ class _FineTune(EditMethod):
                     total += float(loss.detach())
                     if c.norm_constraint is not None:
                         with torch.no_grad():
-                            for w, n in zip(weights, names):
-                                w0 = handle.originals[n]
-                                w.copy_(torch.clamp(w, w0 - c.norm_constraint, w0 + c.norm_constraint))
+                            for w, (lo, hi) in zip(weights, bounds):
+                                torch.clamp(w, lo, hi, out=w)
                 if total < c.stop_loss:
                     break
             opt.zero_grad(set_to_none=True)
