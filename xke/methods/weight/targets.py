@@ -23,7 +23,9 @@ so the layers before ``L`` and the tokens before the subject are run once, by on
 model that also yields the initial site outputs ``h_i``, the keys at the subject (ROME's ``k*``) and
 the KL reference distributions. Every step then runs the layers after ``L`` on the tokens from the
 subject on, attending to the cached keys/values of the earlier tokens (:func:`subject_aligned`,
-:func:`resume_plan`). ``reuse_prefix_layers: false`` gives the plain full passes (same δ; tested).
+:func:`resume_plan`), and the last layer's MLP only at the tokens whose outputs are read — the target
+tokens and the KL rows' subject (:func:`~.hooks.last_mlp_only_at`). ``reuse_prefix_layers: false``
+gives the plain full passes (same δ; tested).
 """
 
 from __future__ import annotations
