@@ -155,3 +155,18 @@ def test_retrieve_without_retriever_path_is_a_clear_error(tiny_model):
     m.apply([])
     with pytest.raises(ConfigError, match="retriever_path"):
         m.prompt(Query("c", "en", "reliability", "Where?", "x"))
+
+
+def test_trained_world_model_finds_its_world(world, tmp_path):
+    """A model trained from a world and saved elsewhere (an X-KDE recipe output) finds the world's
+    retriever through ``xke_world_dir`` in its config; a stale path is ignored, not trusted."""
+    from types import SimpleNamespace
+
+    from xke.methods.context import world_dir_of
+
+    cfg = SimpleNamespace(xke_world=True, _name_or_path=str(tmp_path / "xkde-model"), xke_world_dir=str(world))
+    model = SimpleNamespace(config=cfg, name_or_path=str(tmp_path / "xkde-model"))
+    assert world_dir_of(model) == world
+    cfg.xke_world_dir = str(tmp_path / "gone")
+    assert world_dir_of(model) == tmp_path / "xkde-model"
+    assert world_dir_of(SimpleNamespace(config=SimpleNamespace(xke_world=False))) is None
