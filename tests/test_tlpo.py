@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +216,36 @@ def test_cli_build_xeit(tmp_path, capsys):
     assert "in w/" in capsys.readouterr().out
     rc = main(["data", "build-xeit", "--source", "bizsre:/x", "--out", str(tmp_path / "e")])
     assert rc == 2
+
+
+def test_world_heldout_eval_per_subject(world):
+    """``eval.per_subject`` reaches ``World.counterfactual_cases``: more held-out cases per subject."""
+    from xke.config import from_dict
+    from xke.errors import ConfigError
+    from xke.train.recipe import EvalConfig, world_heldout_eval
+    from xke.world.world import load_world
+
+    w = load_world(world)
+    n1 = len(w.counterfactual_cases(split="heldout", per_subject=1))
+    n3 = len(w.counterfactual_cases(split="heldout", per_subject=3))
+    assert n3 > n1
+    res = world_heldout_eval(f"world:{world}", world, ["en"], ["en"], n_cases=10_000, per_subject=3,
+                             max_new_tokens=4)
+    assert res["n_cases"] == n3 and res["per_subject"] == 3 and "reliability" in res["pairs"]["en->en"]
+    assert from_dict(EvalConfig, {"per_subject": 5}).per_subject == 5
+    with pytest.raises(ConfigError, match="per_subject"):
+        from_dict(EvalConfig, {"per_subject": 0})
+
+
+def test_recipe_records_the_world_of_a_world_model(world, tmp_path):
+    """The recipe's output model names its toy world, so retrieve mode finds the world's retriever."""
+    from xke.train.recipe import _record_world_dir
+
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"xke_world": True, "model_type": "llama"}))
+    _record_world_dir(d, f"world:{world}", [f"world:{world}"])
+    assert json.loads((d / "config.json").read_text())["xke_world_dir"] == str(Path(world).resolve())
+    (d / "config.json").write_text(json.dumps({"model_type": "llama"}))       # not a world model: untouched
+    _record_world_dir(d, "tiny-llama", [f"world:{world}"])
+    assert "xke_world_dir" not in json.loads((d / "config.json").read_text())

@@ -180,3 +180,28 @@ def test_world_all_relations_never_uses_heldout_entities(world):
         assert f.meta["subject_id"] not in held and f.meta["new_value"] not in held
         for v in f.views.values():
             assert not any(n in q for q, _ in v.unrelated for n in held_names)
+
+
+def test_without_descriptor_share_thins_only_the_rows_without_descriptor():
+    facts = _facts(40)
+    full = build_rows(facts, DataConfig(langs=["en", "zh"]))
+    assert build_rows(facts, DataConfig(langs=["en", "zh"], without_descriptor_share=1.0)) == full
+    half = build_rows(facts, DataConfig(langs=["en", "zh"], without_descriptor_share=0.5))
+    # every (fact, s, t, scope) block keeps its with-descriptor rows (which queries are drawn may differ)
+    key = lambda r: (r["fact_id"], r["src_lang"], r["tgt_lang"], r["scope"])  # noqa: E731
+    assert sorted(map(key, (r for r in half if r["with_edit"]))) == \
+        sorted(map(key, (r for r in full if r["with_edit"])))
+    n_full = sum(not r["with_edit"] for r in full)
+    n_half = sum(not r["with_edit"] for r in half)
+    assert 0.3 * n_full < n_half < 0.7 * n_full
+    # a (fact, s, t) block keeps both or neither of its without-descriptor rows (in- and out-of-scope)
+    blocks = {}
+    for r in half:
+        if not r["with_edit"]:
+            blocks.setdefault((r["fact_id"], r["src_lang"], r["tgt_lang"]), set()).add(r["scope"])
+    assert all(v == {"in", "out"} for v in blocks.values())
+    from xke.config import from_dict
+
+    for bad in (0, 1.5):
+        with pytest.raises(ConfigError, match="without_descriptor_share"):
+            from_dict(DataConfig, {"without_descriptor_share": bad})

@@ -43,10 +43,19 @@ class EvalConfig:
     """Measured at the end of the recipe (held-out world edits when the source is a world)."""
 
     n_cases: int = 100
+    #: world source: cases per person/company (``World.counterfactual_cases(per_subject=)``); None: the
+    #: world's default. 5 gives a case for every held-out fact (115 on the default world, not 31).
+    per_subject: int | None = None
     edit_langs: list[str] | None = None      # default: the data languages
     test_langs: list[str] | None = None
     max_new_tokens: int = 24
     batch_size: int = 32
+
+    def validate(self) -> None:
+        if self.n_cases < 1:
+            raise ValueError("eval.n_cases must be >= 1")
+        if self.per_subject is not None and self.per_subject < 1:
+            raise ValueError("eval.per_subject must be >= 1 (or null for the world's default)")
 
 
 @dataclass
@@ -168,8 +177,8 @@ def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int
 
 
 def world_heldout_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequence[str],
-                       test_langs: Sequence[str], *, n_cases: int = 100, max_new_tokens: int = 24,
-                       batch_size: int = 32) -> dict[str, Any]:
+                       test_langs: Sequence[str], *, n_cases: int = 100, per_subject: int | None = None,
+                       max_new_tokens: int = 24, batch_size: int = 32) -> dict[str, Any]:
     """Gold-mode X-KDE on held-out world edits: exact match of generated answers.
 
     For each edit language s and test language t: reliability (edit question
@@ -177,6 +186,7 @@ def world_heldout_eval(model_spec: str, world_dir: str | Path, edit_langs: Seque
     through the new value), locality (an unrelated question with the edit in
     context must keep the model's own answer without it). Also counts
     wrong-script / wrong-format reliability answers (:func:`form_errors`).
+    ``per_subject`` is passed to ``World.counterfactual_cases`` (None: the world's default).
     """
     from ..methods.xkde import xkde_prompt
     from ..models.loading import load_model
@@ -186,10 +196,10 @@ def world_heldout_eval(model_spec: str, world_dir: str | Path, edit_langs: Seque
     lm = load_model(str(model_spec), device="auto")
     model, tok = lm.model, lm.tokenizer
     w = load_world(world_dir)
-    cases = w.counterfactual_cases(split="heldout")[:n_cases]
+    cases = w.counterfactual_cases(split="heldout", per_subject=per_subject)[:n_cases]
     if not cases:
         raise XkeError(f"{world_dir}: the world has no held-out cases")
-    res: dict[str, Any] = {"n_cases": len(cases), "pairs": {}}
+    res: dict[str, Any] = {"n_cases": len(cases), "per_subject": per_subject, "pairs": {}}
     # pre-edit answers to locality questions (no descriptor), once per test language
     pre = {}
     for t in test_langs:
@@ -309,6 +319,22 @@ def _world_dir_of(sources: Sequence[str]) -> Path | None:
     return None
 
 
+def _record_world_dir(model_dir: Path, model: str, sources: Sequence[str]) -> None:
+    """Write the base toy world's directory into a trained world model's ``config.json``
+    (``xke_world_dir``), so ``--mode retrieve`` finds the world's retriever from anywhere."""
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.exists():
+        return
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if not cfg.get("xke_world"):
+        return
+    kind, _, path = str(model).partition(":")
+    wd = Path(path) if kind == "world" and path else _world_dir_of(sources)
+    if wd is not None and (wd / "world.json").exists():
+        cfg["xke_world_dir"] = str(wd.resolve())
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: RecipeConfig, *,
                force: Sequence[str] = (), log=print) -> dict[str, Any]:
     """Run (or resume) the full X-KDE recipe; returns the results written into the model card."""
@@ -400,6 +426,7 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
             for name, m in models.items():
                 if wd is not None:
                     ev[name] = world_heldout_eval(m, wd, e_langs, t_langs, n_cases=cfg.eval.n_cases,
+                                                  per_subject=cfg.eval.per_subject,
                                                   max_new_tokens=cfg.eval.max_new_tokens,
                                                   batch_size=cfg.eval.batch_size)
                 elif (out / "data" / "validation.jsonl").exists():
@@ -417,5 +444,6 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                                     "cpu_seconds": round(time.process_time() - c_all, 2)}
     if Path(final).is_dir() and Path(final).resolve().is_relative_to(out.resolve()):
         write_model_card(Path(final), model=model, sources=sources, cfg=cfg, results=results)
+        _record_world_dir(Path(final), model, sources)
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     return results

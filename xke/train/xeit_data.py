@@ -49,6 +49,10 @@ class DataConfig:
     without_descriptor: bool = True
     queries_per_pair: int = 1        # in-scope samples per (fact, s, t) and descriptor setting
     oos_per_pair: int = 1            # out-of-scope samples per (fact, s, t) and descriptor setting
+    #: share of (fact, s, t) blocks that also get the WITHOUT-descriptor rows (1: all). With several edits
+    #: of one fact (``world_edits_per_fact``) those rows repeat the same original answer; below 1 they
+    #: are thinned (deterministically) and the compute goes to the rows that teach reading.
+    without_descriptor_share: float = 1.0
     same_subject_share: float = 0.5  # share of out-of-scope samples asking the same subject's other attribute
     portability: bool = True         # in-scope two-hop questions when the source has them
     complex_queries: bool = True     # LLM step (offline: ground-truth phrasings)
@@ -71,6 +75,8 @@ class DataConfig:
         for f in self.formats:
             if f not in ("jsonl", "parquet"):
                 raise ValueError(f"data.formats: {f!r} is not jsonl or parquet")
+        if not 0 < self.without_descriptor_share <= 1:
+            raise ValueError("data.without_descriptor_share must be in (0, 1]")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("data.val_fraction must be in [0, 1)")
         if not (self.in_scope or self.out_of_scope):
@@ -222,6 +228,7 @@ def build_rows(facts: Sequence[Fact], cfg: DataConfig) -> list[dict[str, Any]]:
     langs = parse_langs(cfg.langs)
     src_langs = parse_langs(cfg.source_langs) if cfg.source_langs else langs
     rng = random.Random(cfg.seed)
+    keep_rng = random.Random(f"without-{cfg.seed}")   # separate stream: share 1 leaves the rows unchanged
     rows: list[dict[str, Any]] = []
     for f in facts:
         for s in src_langs:
@@ -237,6 +244,9 @@ def build_rows(facts: Sequence[Fact], cfg: DataConfig) -> list[dict[str, Any]]:
                 if section not in cfg.sections:
                     continue
                 settings = [w for w in (True, False) if (cfg.with_descriptor if w else cfg.without_descriptor)]
+                if cfg.without_descriptor_share < 1 and False in settings and \
+                        keep_rng.random() >= cfg.without_descriptor_share:
+                    settings = [w for w in settings if w] or settings
                 if cfg.in_scope:
                     inscope = [("query", vt.prompt, vt.target_new)] + [("paraphrase", q, vt.target_new)
                                                                        for q in vt.queries]
