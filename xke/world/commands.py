@@ -30,33 +30,32 @@ def register(sub, groups) -> None:
     p.set_defaults(func=_path)
 
 
-    p = groups["world"].add_parser(
-        "cases", help="write counterfactual edit cases of a built world (e.g. every held-out fact)",
-        description="Write a world's counterfactual edit cases as xke JSONL, deterministically. The build's "
-                    "cases.jsonl has one case per subject; --per-subject 5 gives a case for every fact of "
-                    "every person and company (115 held-out cases on the default world).")
-    _world_args(p)
+    p = _file_writer(groups, "cases", _cases,
+                     "write counterfactual edit cases of a built world (e.g. every held-out fact)",
+                     "Write a world's counterfactual edit cases as xke JSONL, deterministically. The build's "
+                     "cases.jsonl has one case per subject; --per-subject 5 gives a case for every fact of "
+                     "every person and company (115 held-out cases on the default world).")
     p.add_argument("--split", default="heldout", choices=["train", "heldout", "all"])
     p.add_argument("--per-subject", type=int, default=5, help="cases per person/company (default 5: all facts)")
-    p.add_argument("--out", required=True, help="output JSONL")
-    p.set_defaults(func=_cases)
 
-    p = groups["world"].add_parser(
-        "distractors", help="write edit-memory rows about invented people (fills a memory to N edits)",
-        description="Write N edit descriptors about invented people (never a world name) as edit-memory "
-                    "JSONL, for `xke memory import`: a large memory in which retrieval must find the "
-                    "edits a test asks about.")
-    _world_args(p)
+    p = _file_writer(groups, "distractors", _distractors,
+                     "write edit-memory rows about invented people (fills a memory to N edits)",
+                     "Write N edit descriptors about invented people (never a world name) as edit-memory "
+                     "JSONL, for `xke memory import`: a large memory in which retrieval must find the "
+                     "edits a test asks about.")
     p.add_argument("--n", type=int, required=True, help="number of edits")
     p.add_argument("--lang", default="en", help="language of the descriptors (default en)")
-    p.add_argument("--out", required=True, help="output JSONL")
-    p.set_defaults(func=_distractors)
 
 
-def _world_args(p) -> None:
+def _file_writer(groups, name: str, func, help: str, description: str):
+    """A ``xke world NAME`` subcommand reading a built world and writing one JSONL file (``--out``)."""
+    p = groups["world"].add_parser(name, help=help, description=description)
     p.add_argument("--world", default=None, help="built world directory (default: the preset's cached build)")
     p.add_argument("--preset", default="default", help="world preset when --world is not given")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output JSONL")
+    p.set_defaults(func=func)
+    return p
 
 
 def _load(args):
