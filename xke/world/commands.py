@@ -29,7 +29,6 @@ def register(sub, groups) -> None:
     p.add_argument("--langs", default=None)
     p.set_defaults(func=_path)
 
-
     p = _file_writer(groups, "cases", _cases,
                      "write counterfactual edit cases of a built world (e.g. every held-out fact)",
                      "Write a world's counterfactual edit cases as xke JSONL, deterministically. The build's "
