@@ -205,3 +205,31 @@ def test_without_descriptor_share_thins_only_the_rows_without_descriptor():
     for bad in (0, 1.5):
         with pytest.raises(ConfigError, match="without_descriptor_share"):
             from_dict(DataConfig, {"without_descriptor_share": bad})
+
+
+def test_world_replay_rehearses_every_fact_without_any_edit(world, tmp_path):
+    """Replay rows: every world fact (both splits) x language x per_fact, question -> the world's own answer,
+    no descriptor, no counterfactual value; they reach the dataset as their own Table 8 line."""
+    from xke.train.sources import world_replay_rows, xeit_inputs
+    from xke.world.world import load_world
+
+    w = load_world(world)
+    rows = world_replay_rows(world, ["en", "zh"], 2)
+    assert len(rows) == len(w.all_facts()) * 2 * 2
+    truth = {(f"world-replay:{f.subject}-{f.relation}", l): w.answer(f.subject, f.relation, l)
+             for f in w.all_facts() for l in ("en", "zh")}
+    for r in rows:
+        assert not r["with_edit"] and r["messages"][0]["content"] == r["query"]
+        assert "[Updated Information]" not in r["query"]
+        assert r["reference"] == truth[(r["fact_id"], r["tgt_lang"])]
+    held = {f.subject for f in w.all_facts("heldout")}
+    assert any(r["fact_id"].split(":")[1].rsplit("-", 1)[0] in held for r in rows)   # held-out facts rehearsed too
+    cfg = DataConfig(langs=["en", "zh"], world_replay=1, val_fraction=0.0)
+    facts, extra = xeit_inputs([f"world:{world}"], cfg)
+    assert len(extra) == len(w.all_facts()) * 2
+    assert xeit_inputs([f"world:{world}"], DataConfig(langs=["en", "zh"]))[1] == []
+    stats = build_xeit_dataset(facts[:5], cfg, tmp_path / "d", extra_rows=extra, quiet=True)
+    line = [s for s in stats["table8"] if s["source"] == "world-replay"]
+    assert sum(s["out_scope_without_edit"] for s in line) == len(extra)
+    with pytest.raises((ValueError, ConfigError)):
+        DataConfig(world_replay=-1).validate()

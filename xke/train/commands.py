@@ -91,7 +91,7 @@ def _threads(cfg):
 
 def cmd_build_xeit(args) -> int:
     from .llm import make_steps
-    from .sources import load_sources
+    from .sources import xeit_inputs
     from .xeit_data import build_xeit_dataset
 
     ov: dict = {}
@@ -106,9 +106,7 @@ def cmd_build_xeit(args) -> int:
     if args.parquet:
         ov.setdefault("data", {})["formats"] = ["jsonl", "parquet"]
     cfg = _cfg(args, ov)
-    facts = load_sources(args.source, cfg.data.langs, limit=args.limit, seed=cfg.data.seed,
-                         world_all_relations=cfg.data.world_all_relations,
-                         world_edits_per_fact=cfg.data.world_edits_per_fact)
+    facts, extra = xeit_inputs(args.source, cfg.data, limit=args.limit)
     tok = None
     if args.tokenizer:
         from transformers import AutoTokenizer
@@ -116,7 +114,8 @@ def cmd_build_xeit(args) -> int:
         from ..models.loading import resolve_model_path
 
         tok = AutoTokenizer.from_pretrained(resolve_model_path(args.tokenizer))
-    build_xeit_dataset(facts, cfg.data, args.out, steps=make_steps(cfg.llm, seed=cfg.data.seed), tokenizer=tok)
+    build_xeit_dataset(facts, cfg.data, args.out, steps=make_steps(cfg.llm, seed=cfg.data.seed), tokenizer=tok,
+                       extra_rows=extra)
     return 0
 
 

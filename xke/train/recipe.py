@@ -352,12 +352,12 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
     # 1. data
     def do_data():
         from .llm import make_steps
-        from .sources import load_sources
+        from .sources import xeit_inputs
         from .xeit_data import build_xeit_dataset
 
-        facts = load_sources(sources, langs, seed=cfg.data.seed, world_all_relations=cfg.data.world_all_relations,
-                             world_edits_per_fact=cfg.data.world_edits_per_fact)
-        return build_xeit_dataset(facts, cfg.data, out / "data", steps=make_steps(cfg.llm, seed=cfg.data.seed))
+        facts, extra = xeit_inputs(sources, cfg.data)
+        return build_xeit_dataset(facts, cfg.data, out / "data", steps=make_steps(cfg.llm, seed=cfg.data.seed),
+                                  extra_rows=extra)
 
     results["data"] = st.run("data", {"sources": list(sources), "data": asdict(cfg.data), "llm": asdict(cfg.llm)},
                              do_data, force="data" in force)

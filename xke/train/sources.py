@@ -233,6 +233,30 @@ def world_facts(world_dir: str | Path | None, langs: Sequence[str] | None = None
 
 # --- world adapters (tolerant of small API differences between world versions)
 
+def world_replay_rows(world_dir: str | Path, langs: Sequence[str], per_fact: int, *, seed: int = 0
+                      ) -> list[dict[str, Any]]:
+    """XE-IT rows rehearsing what the base world model already knows: for every fact of the world (both
+    splits) and every language, ``per_fact`` of its training question forms -> the world's answer, with no
+    descriptor (Table 8's out-of-scope-without-descriptor kind; source ``world-replay``). They carry no
+    edit, so no held-out edit enters training; they keep XE-IT from overwriting facts it never asks about."""
+    from ..world.world import load_world
+
+    w = load_world(world_dir)
+    rng = random.Random(f"replay-{seed}")
+    rows = []
+    for f in w.all_facts():
+        for lang in [l for l in langs if l in w.langs]:
+            qs = w.questions(f.subject, f.relation, lang, "train")
+            ans = w.answer(f.subject, f.relation, lang)
+            for q in rng.sample(qs, min(per_fact, len(qs))):
+                rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ans}],
+                             "fact_id": f"world-replay:{f.subject}-{f.relation}", "source": "world-replay",
+                             "src_lang": lang, "tgt_lang": lang, "section": "mono", "scope": "out",
+                             "with_edit": False, "kind": "replay", "query": q, "reference": ans,
+                             "descriptor_prompt": "", "descriptor_answer": ""})
+    return rows
+
+
 def _subject_relations(w, sid) -> list[str]:
     try:
         rels = w.subject_relations(sid)
@@ -329,3 +353,23 @@ def load_sources(specs: Sequence[str], langs: Sequence[str] | None = None, *, li
     for s in specs:
         facts.extend(load_source(s, langs, limit=limit, seed=seed, **world_options))
     return facts
+
+
+def xeit_inputs(specs: Sequence[str], data_cfg, *, limit: int | None = None
+                ) -> tuple[list[Fact], list[dict[str, Any]]]:
+    """The facts of ``specs`` for XE-IT data construction and the extra rows the data config asks for
+    (``world_replay`` rows when a source is a toy world): what ``xke data build-xeit`` and the recipe build from."""
+    langs = data_cfg.langs
+    facts = load_sources(specs, langs, limit=limit, seed=data_cfg.seed, world_all_relations=data_cfg.world_all_relations,
+                         world_edits_per_fact=data_cfg.world_edits_per_fact)
+    extra: list[dict[str, Any]] = []
+    if data_cfg.world_replay:
+        for spec in specs:
+            kind, _, path = spec.partition(":")
+            if kind.strip().lower() == "world":
+                if not path:
+                    from ..world.build import build_world
+                    path = str(build_world(preset="default"))
+                extra += world_replay_rows(path, parse_langs(langs), data_cfg.world_replay, seed=data_cfg.seed)
+    return facts, extra
+

@@ -53,6 +53,10 @@ class DataConfig:
     #: of one fact (``world_edits_per_fact``) those rows repeat the same original answer; below 1 they
     #: are thinned (deterministically) and the compute goes to the rows that teach reading.
     without_descriptor_share: float = 1.0
+    #: toy-world sources: rows per world fact and language rehearsing the base model's own knowledge (a
+    #: training question form -> the world's answer, no descriptor; every fact of both splits, never an
+    #: edit). XE-IT otherwise overwrites facts its data never asks about. 0 = off.
+    world_replay: int = 0
     same_subject_share: float = 0.5  # share of out-of-scope samples asking the same subject's other attribute
     portability: bool = True         # in-scope two-hop questions when the source has them
     complex_queries: bool = True     # LLM step (offline: ground-truth phrasings)
@@ -75,6 +79,8 @@ class DataConfig:
         for f in self.formats:
             if f not in ("jsonl", "parquet"):
                 raise ValueError(f"data.formats: {f!r} is not jsonl or parquet")
+        if self.world_replay < 0:
+            raise ValueError("data.world_replay must be >= 0")
         if not 0 < self.without_descriptor_share <= 1:
             raise ValueError("data.without_descriptor_share must be in (0, 1]")
         if not 0 <= self.val_fraction < 1:
@@ -389,8 +395,9 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def build_xeit_dataset(facts: list[Fact], cfg: DataConfig, out_dir: str | Path, *, steps=None,
-                       tokenizer=None, quiet: bool = False) -> dict[str, Any]:
-    """Augment ``facts``, build Table 8 rows, split by fact, write files + ``stats.json``; return the stats."""
+                       tokenizer=None, quiet: bool = False, extra_rows: Sequence[dict] = ()) -> dict[str, Any]:
+    """Augment ``facts``, build Table 8 rows (plus ``extra_rows``, e.g. world replay rows), split by
+    fact, write files + ``stats.json``; return the stats."""
     from .llm import OfflineSteps
 
     out = Path(out_dir)
@@ -402,7 +409,7 @@ def build_xeit_dataset(facts: list[Fact], cfg: DataConfig, out_dir: str | Path, 
         raise ConfigError("no facts to build XE-IT data from (empty source?)")
     steps = steps or OfflineSteps(cfg.seed)
     aug = augment_facts(facts, langs, cfg, steps)
-    rows = build_rows(facts, cfg)
+    rows = build_rows(facts, cfg) + list(extra_rows)
     if not rows:
         raise ConfigError(f"no XE-IT rows: the sources have no views in {langs}")
     train, val = split_rows(rows, cfg.val_fraction, cfg.seed)
