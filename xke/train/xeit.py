@@ -213,35 +213,27 @@ def build_sft_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[d
     return trainer, mode
 
 
-def _anchor_callback_class():
+def AnchorCallback(model, rate: float):
+    """A ``TrainerCallback`` pulling trainable weights towards their values at construction (see
+    :attr:`XeitConfig.anchor_decay`): after each optimizer step ``p -= lr * rate * (p - p0)``.
+    (transformers is imported here, not at module import.)"""
+    import torch
     from transformers import TrainerCallback
 
     class _Anchor(TrainerCallback):
-        """After each optimizer step: ``p -= lr * rate * (p - p0)`` for every trainable parameter."""
-
-        def __init__(self, model, rate: float):
-            self.rate = float(rate)
+        def __init__(self):
             self.params = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
 
         def on_step_end(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
-            import torch
-
             lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else args.learning_rate
-            k = lr * self.rate
-            if k <= 0:
-                return control
-            with torch.no_grad():
-                for p, p0 in self.params:
-                    p.sub_(k * (p - p0.to(p.device)))
+            k = lr * float(rate)
+            if k > 0:
+                with torch.no_grad():
+                    for p, p0 in self.params:
+                        p.sub_(k * (p - p0.to(p.device)))
             return control
 
-    return _Anchor
-
-
-def AnchorCallback(model, rate: float):
-    """A ``TrainerCallback`` pulling trainable weights towards their values at construction (see
-    :attr:`XeitConfig.anchor_decay`)."""
-    return _anchor_callback_class()(model, rate)
+    return _Anchor()
 
 
 def count_params(model) -> int:
