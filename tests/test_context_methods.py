@@ -148,6 +148,48 @@ def test_retrieve_dense_cross_lingual_with_world_retriever(world_model, cases, w
     assert rep["heldout"]["recall"]["en->zh"]["reliability_recall@1"] >= 0.9
 
 
+def test_threshold_auto_is_the_retrievers_train_split_choice(world_model, world, tmp_path):
+    """threshold: auto reads the calibrated threshold (chosen on the train split) from report.json;
+    a report without one is a clear error naming the file."""
+    import shutil
+
+    from xke.errors import ConfigError
+    from xke.memory.train_retriever import train_world_retriever
+    ret = Path(world) / "retriever"
+    if not (ret / "modules.json").exists():
+        train_world_retriever(world, tmp_path / "retriever", {"epochs": 2})
+        ret = tmp_path / "retriever"
+    rep = json.loads((ret / "report.json").read_text())
+    assert rep["threshold"] == rep["train"]["chosen_threshold"] and "heldout" in rep
+    mine = tmp_path / "mine"
+    shutil.copytree(ret, mine)
+    (mine / "report.json").write_text(json.dumps({**rep, "threshold": 0.8125}))
+    m = _method(world_model, "xkde", mode="retrieve", retriever_path=str(mine), threshold="auto")
+    assert m.score_threshold() == 0.8125
+    assert _method(world_model, "xkde", mode="retrieve", retriever_path=str(mine), threshold=0.3).score_threshold() == 0.3
+    (mine / "report.json").write_text("{}")
+    with pytest.raises(ConfigError, match="report.json"):
+        _method(world_model, "xkde", mode="retrieve", retriever_path=str(mine), threshold="auto").score_threshold()
+    with pytest.raises(ConfigError):
+        _method(world_model, "xkde", mode="retrieve", threshold="high")
+
+
+def test_invented_triples_never_name_a_world_entity(world):
+    import random
+
+    from xke.memory.train_retriever import RetrieverTrainConfig, _invented_triples, build_pairs
+    from xke.world.world import load_world
+    w = load_world(world)
+    triples = _invented_triples(w, ["en", "zh"], 200, random.Random(0))
+    assert len(triples) >= 150
+    names = {n for e in w.entities.values() for n in e.names.values()}
+    for a, p, n in triples:
+        assert a != p and p != n and not any(x in t for x in names for t in (a, p, n))
+    _, with_inv = build_pairs(w, ["en", "zh"], RetrieverTrainConfig(invented_triples=50))
+    _, without = build_pairs(w, ["en", "zh"], RetrieverTrainConfig(invented_triples=0))
+    assert 40 <= len(with_inv) - len(without) <= 50
+
+
 def test_retrieve_without_retriever_path_is_a_clear_error(tiny_model):
     from xke.errors import ConfigError
     m = build_method("lte", tiny_model.model, tiny_model.tokenizer, PromptFormatter(tiny_model.tokenizer),

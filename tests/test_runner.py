@@ -178,6 +178,43 @@ def test_sequential_deltas_final_minus_original_and_after_each(tiny_model, data,
     assert sum(r["type"] == "final" for r in lines) == 4 and sum(r["type"] == "after_each" for r in lines) == 4
 
 
+def test_locality_about_a_fact_edited_in_the_same_batch_is_left_out(tiny_model, tmp_path):
+    cases = make_cases(4)
+    # case 0's locality asks case 1's edit prompt (in zh: by meta, subject + relation)
+    cases[0].views["en"].locality_prompt = cases[1].views["en"].prompt
+    for i, c in enumerate(cases):
+        c.meta.update(subject_id=f"p{i}", relation="birthplace")
+    cases[2].meta["locality_subject_id"] = "p3"
+    assert cases[1].fact_keys() & cases[0].locality_keys()
+    assert cases[3].fact_keys() & cases[2].locality_keys() == {"fact:p3/birthplace"}
+    data = str(write_jsonl(tmp_path / "c.jsonl", cases))
+
+    def records(out):
+        lines = [json.loads(x) for x in (out / "cases.jsonl").read_text().splitlines()]
+        return {r["case_id"]: r for x in lines if x["type"] in ("unit", "final") for r in x["results"]}
+
+    # batch of 4: cases 0 and 2 collide, 1 and 3 keep their locality
+    m = run_eval(spec(tmp_path / "b", data, method="fake-weight", protocol="batch", batch_size=4), loaded=tiny_model,
+                 progress=False)
+    recs = records(tmp_path / "b")
+    kinds = {cid: {q["kind"] for q in r["queries"]} for cid, r in recs.items()}
+    assert "locality" not in kinds["c0"] and "locality" not in kinds["c2"]
+    assert "locality" in kinds["c1"] and "locality" in kinds["c3"]
+    assert recs["c0"].get("locality_skipped") and not recs["c1"].get("locality_skipped")
+    assert m["n_locality_skipped"] == 2
+    # batches of 2 ({0,1}, {2,3}): the same two collide; single edits: none does
+    m2 = run_eval(spec(tmp_path / "b2", data, method="fake-weight", protocol="batch", batch_size=2),
+                  loaded=tiny_model, progress=False)
+    assert m2["n_locality_skipped"] == 2
+    m1 = run_eval(spec(tmp_path / "s1", data, method="fake-weight"), loaded=tiny_model, progress=False)
+    assert m1["n_locality_skipped"] == 0
+    # sequential: every edit is in force at the final evaluation
+    m3 = run_eval(spec(tmp_path / "sq", data, method="fake-weight", protocol="sequential"), loaded=tiny_model,
+                  progress=False)
+    assert m3["n_locality_skipped"] == 2
+    assert "locality" not in {q["kind"] for q in records(tmp_path / "sq")["c2"]["queries"]}
+
+
 def test_mix_two_requests_per_case_and_context_mode(tiny_model, data, tmp_path):
     m = run_eval(spec(tmp_path / "m", data, method="fake-weight", edit_lang="mix", protocol="batch", batch_size=3,
                       limit=3), loaded=tiny_model, progress=False)

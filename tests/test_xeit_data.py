@@ -233,3 +233,37 @@ def test_world_replay_rehearses_every_fact_without_any_edit(world, tmp_path):
     assert sum(s["out_scope_without_edit"] for s in line) == len(extra)
     with pytest.raises((ValueError, ConfigError)):
         DataConfig(world_replay=-1).validate()
+
+
+def test_contrast_rows_are_minimal_pairs_about_a_neighbour(world):
+    """contrast_share: each in-scope query with the descriptor gets a twin asking the same question about
+    another train-split subject with the same relation, answered with that subject's TRUE value."""
+    from xke.train.sources import world_facts
+    from xke.world.world import load_world
+
+    w = load_world(world)
+    held = {e for e, sp in w.splits.items() if sp == "heldout"}
+    held_names = {w.name(e, l) for e in held for l in w.langs}
+    facts = world_facts(world, ["en", "zh"])
+    base = build_rows(facts, DataConfig(langs=["en", "zh"]))
+    assert build_rows(facts, DataConfig(langs=["en", "zh"], contrast_share=0.0)) == base
+    rows = build_rows(facts, DataConfig(langs=["en", "zh"], contrast_share=1.0))
+    twins = [r for r in rows if r["kind"] == "contrast"]
+    ins = [r for r in rows if r["scope"] == "in" and r["with_edit"] and r["kind"] != "portability"]
+    assert len(twins) == len(ins) and len(rows) == len(base) + len(twins)
+    by_name = {(w.name(e, l), l): e for e in w.entities for l in w.langs}
+    for r, twin in zip(ins, twins):   # each twin follows its in-scope row
+        assert twin["scope"] == "out" and twin["with_edit"] and twin["fact_id"] == r["fact_id"]
+        assert twin["messages"][0]["content"].startswith(r["messages"][0]["content"].split("[Query]")[0])
+        view = next(f for f in facts if f.fact_id == r["fact_id"]).views[r["tgt_lang"]]
+        assert view.subject not in twin["query"]
+        name = next(n for (n, l) in by_name if l == r["tgt_lang"] and n in twin["query"]
+                    and twin["query"] == r["query"].replace(view.subject, n))
+        sid, rel = by_name[(name, r["tgt_lang"])], next(f for f in facts if f.fact_id == r["fact_id"]).meta["relation"]
+        assert sid not in held and not any(n in twin["query"] for n in held_names)
+        assert twin["reference"] == w.answer(sid, rel, r["tgt_lang"])
+    half = [r for r in build_rows(facts, DataConfig(langs=["en", "zh"], contrast_share=0.5)) if r["kind"] == "contrast"]
+    assert 0.3 * len(twins) < len(half) < 0.7 * len(twins)
+    with pytest.raises(ConfigError, match="contrast_share"):
+        from xke.config import from_dict
+        from_dict(DataConfig, {"contrast_share": 2})

@@ -75,6 +75,22 @@ class EditCase:
             raise DataError(f"case {self.case_id!r}{where} has no '{lang}' view; it has {self.languages}")
         return self.views[lang]
 
+    def fact_keys(self) -> set[str]:
+        """Keys naming the fact this case edits: ``fact:<subject_id>/<relation>`` when ``meta`` has both,
+        and every language's edit prompt and paraphrases (``q:<text>``)."""
+        keys = {f"q:{t.strip()}" for v in self.views.values() for t in [v.prompt, *v.paraphrases]}
+        if self.meta.get("subject_id") and self.meta.get("relation"):
+            keys.add(f"fact:{self.meta['subject_id']}/{self.meta['relation']}")
+        return keys
+
+    def locality_keys(self) -> set[str]:
+        """Keys naming the fact the locality questions ask about (``meta['locality_subject_id']`` with the
+        case's relation, and every language's locality prompt), to compare with :meth:`fact_keys`."""
+        keys = {f"q:{v.locality_prompt.strip()}" for v in self.views.values() if v.locality_prompt}
+        if self.meta.get("locality_subject_id") and self.meta.get("relation"):
+            keys.add(f"fact:{self.meta['locality_subject_id']}/{self.meta['relation']}")
+        return keys
+
     def request(self, lang: str) -> "EditRequest":
         """The edit request for editing in ``lang``."""
         v = self.view(lang)

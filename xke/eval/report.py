@@ -66,6 +66,8 @@ def aggregate(records: Sequence[dict[str, Any]], spec) -> dict[str, Any]:
         "method": spec.method, "model": spec.model, "bench": spec.bench, "edit_lang": spec.edit_lang,
         "test_langs": test_langs, "protocol": spec.protocol, "batch_size": spec.batch_size,
         "n_cases": len(records), "by_test_lang": by_lang,
+        # locality questions about a fact another edit in force changes are not locality: left out
+        "n_locality_skipped": sum(1 for r in records if r.get("locality_skipped")),
         "avg": None if avg is None else round(avg, 2),
     }
     if "zh" in by_lang and "en" in by_lang:

@@ -18,6 +18,11 @@
      ``eval_after_each`` right after its own edit too); the edits are undone
      at the very end so a model passed in comes back unchanged;
 
+   in batch and sequential runs a locality question that asks about a fact
+   another edit in force changes (same subject and relation, or the same
+   prompt) is not scored: its right answer is that edit's (``locality_skipped``
+   in the record, ``n_locality_skipped`` in ``metrics.json``);
+
 4. aggregates ``metrics.json`` (percent, two decimals) and writes
    ``report.md`` and ``heatmap.png`` (:mod:`xke.eval.report`).
 
@@ -40,7 +45,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence
 
 import torch
 
@@ -259,12 +264,19 @@ class Evaluator:
             recs[ci]["langs"][q.lang] = {"text": g.text, "answer_ids": a, "argmax": am}
         return recs
 
-    def evaluate(self, cases: Sequence, pre: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        """Post-edit results of ``cases``: one record per case with every query's tf_acc/f1/em."""
+    def evaluate(self, cases: Sequence, pre: dict[str, dict[str, Any]],
+                 edited: set[str] | None = None) -> list[dict[str, Any]]:
+        """Post-edit results of ``cases``: one record per case with every query's tf_acc/f1/em.
+
+        ``edited``: the :meth:`~xke.data.schema.EditCase.fact_keys` of every edit in force. A case whose
+        locality question asks about one of those facts has no locality to measure (the right answer is
+        now that edit's): its locality queries are left out and the record says ``locality_skipped``."""
         from ..models.prompts import encode_prompt, encode_prompt_target
         from . import metrics as M
 
-        qs = [(ci, q) for ci, c in enumerate(cases) for lang in self.test_langs for q in c.queries(lang)]
+        skipped = {ci for ci, c in enumerate(cases) if edited and c.locality_keys() & edited}
+        qs = [(ci, q) for ci, c in enumerate(cases) for lang in self.test_langs for q in c.queries(lang)
+              if not (q.kind == "locality" and ci in skipped)]
         items, prompts, refs = [], [], []
         for ci, q in qs:
             ptext = self.method.prompt(q)
@@ -281,6 +293,8 @@ class Evaluator:
         preds = self.engine.score(items)
         gens = self.engine.generate(prompts)
         out: list[dict[str, Any]] = [{"case_id": c.case_id, "queries": []} for c in cases]
+        for ci in skipped:
+            out[ci]["locality_skipped"] = True
         for (ci, q), pred, g, ref in zip(qs, preds, gens, refs):
             if q.kind == "locality":
                 tf = M.argmax_agreement(ref["argmax"], pred) if ref["argmax"] else None
@@ -475,6 +489,11 @@ def _deltas_meta(spec: EvalSpec, n_cases: int, n_batches: int) -> dict[str, Any]
                           + ("; equals final - original" if spec.protocol == "sequential" else "")}
 
 
+def edited_facts(cases: Iterable) -> set[str]:
+    """The union of the cases' :meth:`~xke.data.schema.EditCase.fact_keys`: the facts their edits change."""
+    return {k for c in cases for k in c.fact_keys()}
+
+
 def _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit) -> None:
     """single and batch: apply a unit's requests, evaluate its cases, restore."""
     bs = 1 if spec.protocol == "single" else spec.batch_size
@@ -494,7 +513,7 @@ def _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, 
         _seed_all(_unit_seed(spec, u))
         handle = method.apply(_requests(spec, units[u]))
         try:
-            recs = ev.evaluate(units[u], pre)
+            recs = ev.evaluate(units[u], pre, edited_facts(units[u]))
             deltas.add(handle)
             if spec.save_edited and u == len(units) - 1:
                 _save_edited(spec, lm)
@@ -528,14 +547,15 @@ def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress,
             handles.append(handle)
             deltas.add(handle)  # right after the apply: the sum telescopes to final - original
             if spec.eval_after_each and g not in after_done:
-                recs = ev.evaluate(groups[g], pre)
+                recs = ev.evaluate(groups[g], pre, edited_facts(c for gr in groups[:g + 1] for c in gr))
                 results.append([{"type": "after_each", "unit": g, "case_ids": [c.case_id for c in groups[g]],
                                  "results": recs}])
                 n_done += 1
                 if on_unit:
                     on_unit(n_done)
+        all_edited = edited_facts(cases)
         for j in _bar(todo_final, len(final_chunks), "final evaluation", progress):
-            recs = ev.evaluate(final_chunks[j], pre)
+            recs = ev.evaluate(final_chunks[j], pre, all_edited)
             results.append([{"type": "final", "chunk": j, "case_id": r["case_id"], "results": [r]} for r in recs])
             n_done += 1
             if on_unit:

@@ -170,6 +170,7 @@ def _world_retriever(args) -> int:
               f"generality {100 * r.get('generality_recall@1', 0):.1f}%  (memory {r['n_memory']})")
     thr = rep["threshold"]
     at = rep["heldout"].get(f"at_{thr}", {})
-    print(f"  chosen threshold {thr}: false-hit rate {100 * at.get('false_hit_rate', 0):.1f}% on unrelated queries, "
+    print(f"  threshold {thr} (chosen on the train split): held-out false-hit rate "
+          f"{100 * at.get('false_hit_rate', 0):.1f}% on unrelated queries, "
           f"true-hit rate {100 * at.get('true_hit_rate', 0):.1f}%")
     return 0

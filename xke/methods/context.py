@@ -25,6 +25,7 @@ the world's trained retriever ``<world>/retriever`` is the default) or
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,10 @@ class ContextConfig(MethodConfig):
     mode: Mode = "gold"
     #: how many retrieved edits go in context at most
     top_k: int = 1
-    #: minimum retrieval score for an edit to go in context (cosine for dense, BM25 score for bm25); null = none
-    threshold: float | None = 0.5
+    #: minimum retrieval score for an edit to go in context (cosine for dense, BM25 score for bm25); null = none;
+    #: "auto" = the threshold calibrated for the dense retriever (``threshold`` in its ``report.json``, written
+    #: by ``xke world retriever``), else 0.5
+    threshold: float | Literal["auto"] | None = 0.5
     retriever: Literal["dense", "bm25"] = "dense"
     #: local sentence-transformers directory; null = the world's retriever for world models
     retriever_path: str | None = None
@@ -154,6 +157,23 @@ class ContextMethod(EditMethod):
             self._retriever = make_retriever(self.config.retriever, self.memory, path=path, **kw)
         return self._retriever
 
+    def score_threshold(self) -> float | None:
+        """The retrieval threshold in force: the configured one, or for ``auto`` the dense retriever's calibrated
+        one (``report.json`` beside it), falling back to 0.5."""
+        if self.config.threshold != "auto":
+            return self.config.threshold
+        if getattr(self, "_auto_threshold", None) is None:
+            thr = 0.5
+            path = self.retriever_path() if self.config.retriever == "dense" else None
+            report = Path(path) / "report.json" if path else None
+            if report is not None and report.exists():
+                try:
+                    thr = float(json.loads(report.read_text())["threshold"])
+                except (ValueError, KeyError, TypeError) as e:
+                    raise ConfigError(f"{report}: no numeric 'threshold' for threshold: auto ({e})") from None
+            self._auto_threshold = thr
+        return self._auto_threshold
+
     def encoder(self) -> DenseEncoder | None:
         """The dense encoder (for similarity uses such as IKE's demonstrations), if one is configured."""
         try:
@@ -196,7 +216,7 @@ class ContextMethod(EditMethod):
         if key not in self._cache:
             if len(self._cache) > 10000:
                 self._cache.clear()
-            self._cache[key] = self.retriever.retrieve(text, self.config.top_k, self.config.threshold)
+            self._cache[key] = self.retriever.retrieve(text, self.config.top_k, self.score_threshold())
         return self._cache[key]
 
     def prompt(self, query: Query) -> str:

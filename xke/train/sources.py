@@ -47,6 +47,9 @@ class FactView:
     same_subject: list[tuple[str, str]] = field(default_factory=list)
     #: unrelated questions: (question, answer)
     unrelated: list[tuple[str, str]] = field(default_factory=list)
+    #: other subjects with the same relation: (their name, their unchanged answer); XE-IT's contrast rows
+    #: ask an in-scope query with the subject's name replaced by theirs (a minimal pair)
+    neighbours: list[tuple[str, str]] = field(default_factory=list)
     #: ground truth for the offline backend (complex_queries, long_answer, out_of_scope)
     hints: dict[str, Any] = field(default_factory=dict)
     style: str = "question"
@@ -161,6 +164,8 @@ def world_facts(world_dir: str | Path | None, langs: Sequence[str] | None = None
     - same-subject out-of-scope: every other relation of the subject with its
       true answer (``World.subject_relations``, ``World.question``, ``World.answer``);
     - unrelated: the case's locality question;
+    - neighbours: up to 8 other train-split subjects of the same type with the same relation, with their
+      true answers (for contrast rows: the in-scope query asked about one of them);
     - portability: the case's two-hop question (through the new value);
     - offline hints: complex queries = the other training templates, long answer =
       a statement of the new fact followed by the subject's unchanged facts.
@@ -203,6 +208,7 @@ def world_facts(world_dir: str | Path | None, langs: Sequence[str] | None = None
         for v in f.views.values():
             v.unrelated = [(q, a) for q, a in v.unrelated if not any(n in q for n in held_names)]
     want = set(langs) if langs else None
+    nb_rng = random.Random(f"neighbours-{seed}")
     for f, c in zip(facts, cases):
         sid = c.meta.get("subject_id")
         rel = c.meta.get("relation")
@@ -223,6 +229,7 @@ def world_facts(world_dir: str | Path | None, langs: Sequence[str] | None = None
                     others.extend((q, a2) for q in q2s[:2])
             v.same_subject = others
             v.hints["out_of_scope"] = list(others)
+            v.neighbours = _world_neighbours(w, sid, rel, lang, held, nb_rng)
             st = _world_statement(w, sid, rel, lang, v.target_new)
             if st:
                 extra = [_world_statement(w, sid, r2, lang, None) for r2 in _subject_relations(w, sid) if r2 != rel]
@@ -291,6 +298,19 @@ def _world_questions(w, sid, rel, lang) -> list[str]:
             if not q or q in out:
                 break
             out.append(q)
+    return out
+
+
+def _world_neighbours(w, sid, rel, lang, held, rng, k: int = 8) -> list[tuple[str, str]]:
+    """Up to ``k`` other non-held-out subjects of ``sid``'s type with relation ``rel``: (name, true answer)."""
+    stype = w.entities[sid].type
+    cands = sorted(s for (s, r) in w.facts if r == rel and s != sid and s not in held
+                   and w.entities[s].type == stype)
+    out = []
+    for o in rng.sample(cands, min(k, len(cands))):
+        a = _world_answer(w, o, rel, lang)
+        if a:
+            out.append((w.name(o, lang), a))
     return out
 
 

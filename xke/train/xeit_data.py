@@ -8,6 +8,9 @@ language ``t``:
   and WITHOUT it (the bare query -> the original answer, when the source knows it);
 - out-of-scope: the same subject's other attribute, or an unrelated query, in
   ``t`` -> its unchanged answer; with and without the descriptor;
+- contrast (optional, ``contrast_share``): an in-scope query with the descriptor, asked about another
+  subject with the same relation (the subject's name swapped for a neighbour's) -> that subject's
+  unchanged answer: a minimal pair that only the subject's name separates from the in-scope row;
 - a monolingual section (``s == t``) and a cross-lingual one (``s != t``);
 - optionally long answers (in-scope, with descriptor).
 
@@ -58,6 +61,9 @@ class DataConfig:
     #: edit). XE-IT otherwise overwrites facts its data never asks about. 0 = off.
     world_replay: int = 0
     same_subject_share: float = 0.5  # share of out-of-scope samples asking the same subject's other attribute
+    #: per in-scope row with the descriptor, the chance of a contrast twin: the same query about another
+    #: subject with the same relation (sources with ``neighbours``) -> that subject's unchanged answer
+    contrast_share: float = 0.0
     portability: bool = True         # in-scope two-hop questions when the source has them
     complex_queries: bool = True     # LLM step (offline: ground-truth phrasings)
     generate_out_of_scope: bool = False  # LLM step: irrelevant-attribute question + answer
@@ -83,6 +89,8 @@ class DataConfig:
             raise ValueError("data.world_replay must be >= 0")
         if not 0 < self.without_descriptor_share <= 1:
             raise ValueError("data.without_descriptor_share must be in (0, 1]")
+        if not 0 <= self.contrast_share <= 1:
+            raise ValueError("data.contrast_share must be in [0, 1]")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("data.val_fraction must be in [0, 1)")
         if not (self.in_scope or self.out_of_scope):
@@ -235,6 +243,7 @@ def build_rows(facts: Sequence[Fact], cfg: DataConfig) -> list[dict[str, Any]]:
     src_langs = parse_langs(cfg.source_langs) if cfg.source_langs else langs
     rng = random.Random(cfg.seed)
     keep_rng = random.Random(f"without-{cfg.seed}")   # separate stream: share 1 leaves the rows unchanged
+    contrast_rng = random.Random(f"contrast-{cfg.seed}")  # likewise: contrast_share 0 leaves the rows unchanged
     rows: list[dict[str, Any]] = []
     for f in facts:
         for s in src_langs:
@@ -269,6 +278,10 @@ def build_rows(facts: Sequence[Fact], cfg: DataConfig) -> list[dict[str, Any]]:
                             picks = [(k, q, vt.target_old) for k, q in _pick(rng, plain, cfg.queries_per_pair)]
                         for kind, q, a in picks:
                             rows.append(_row(f, s, t, "in", w, kind, q, a, desc))
+                            if w and kind != "portability":
+                                twin = _contrast(contrast_rng, cfg.contrast_share, vt, q)
+                                if twin:
+                                    rows.append(_row(f, s, t, "out", True, "contrast", twin[0], twin[1], desc))
                     if gen_long and cfg.with_descriptor:
                         rows.append(_row(f, s, t, "in", True, "long", gen_long[0], gen_long[1], desc))
                     elif cfg.long_answers and vt.hints.get("long_answer") and cfg.with_descriptor:
@@ -290,6 +303,17 @@ def build_rows(facts: Sequence[Fact], cfg: DataConfig) -> list[dict[str, Any]]:
     for i, r in enumerate(rows):
         r["id"] = i
     return rows
+
+
+def _contrast(rng: random.Random, share: float, view: FactView, query: str) -> tuple[str, str] | None:
+    """With probability ``share``: ``query`` with the subject's name replaced by a neighbour's, and that
+    neighbour's unchanged answer; None when the view has no neighbours or the query lacks the name."""
+    if share <= 0 or not view.neighbours or not view.subject or view.subject not in query:
+        return None
+    if rng.random() >= share:
+        return None
+    name, answer = view.neighbours[rng.randrange(len(view.neighbours))]
+    return query.replace(view.subject, name), answer
 
 
 def _pick(rng: random.Random, pool: list, k: int) -> list:

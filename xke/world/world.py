@@ -344,7 +344,7 @@ class World:
                 portability_answer=hop[1] if hop else None,
             )
         meta = {"split": self.splits.get(subject_id, "train"), "subject_id": subject_id, "relation": relation,
-                "old_value": old, "new_value": new, "source": "xke-world", "world_seed": self.seed}
+                "locality_subject_id": loc_subj, "old_value": old, "new_value": new, "source": "xke-world", "world_seed": self.seed}
         return EditCase(case_id=case_id or f"w{self.seed}-{subject_id}-{relation}", views=views, meta=meta)
 
     def counterfactual_cases(self, split: str = "all", langs: Iterable[str] | None = None,
@@ -388,12 +388,10 @@ class World:
         if n < 0:
             raise XkeError(f"n must be >= 0, got {n}")
         rng = random.Random(f"distractors-{self.seed}-{stream}")
-        maker = self.fresh_maker(stream)
         rels = [r for r in RELATIONS.values() if r.subject_type == "person"]
         out = []
-        for i in range(n):
-            lat, zh = maker.person()
-            name = _names(lat, zh, [lang], latin_in_zh=False)[lang]
+        for i, names in enumerate(self.invented_people(n, stream, [lang])):
+            name = names[lang]
             rel = rng.choice(rels)
             if rel.object_type == "year":
                 value: str | int = rng.randint(*YEAR_RANGE[rel.name])
@@ -405,6 +403,12 @@ class World:
         return out
 
     # -- fresh (invented, not in the world) entities for reading -----------------
+    def invented_people(self, n: int, stream: str, langs: Iterable[str] | None = None) -> list[dict[str, str]]:
+        """``n`` invented people (never a world name) as {language: name}, deterministic for ``stream``."""
+        langs = [normalize_lang(x) for x in (langs or self.langs)]
+        maker = self.fresh_maker(stream)
+        return [_names(*maker.person(), langs, latin_in_zh=False) for _ in range(n)]
+
     def fresh_maker(self, stream: str) -> NameMaker:
         """A name maker that never yields a world name; ``stream`` seeds it (e.g. 'train-3', 'eval')."""
         taken = {n for e in self.entities.values() for n in e.names.values()}
