@@ -161,6 +161,8 @@ def test_threshold_auto_is_the_retrievers_train_split_choice(world_model, world,
         ret = tmp_path / "retriever"
     rep = json.loads((ret / "report.json").read_text())
     assert rep["threshold"] == rep["train"]["chosen_threshold"] and "heldout" in rep
+    fh = rep["heldout"]["with_999_distractors"]
+    assert set(fh) == {"en->en", "en->zh", "zh->en", "zh->zh"} and all(0 <= x <= 1 for x in fh.values())
     mine = tmp_path / "mine"
     shutil.copytree(ret, mine)
     (mine / "report.json").write_text(json.dumps({**rep, "threshold": 0.8125}))

@@ -267,3 +267,15 @@ def test_contrast_rows_are_minimal_pairs_about_a_neighbour(world):
     with pytest.raises(ConfigError, match="contrast_share"):
         from xke.config import from_dict
         from_dict(DataConfig, {"contrast_share": 2})
+
+
+def test_stage_hash_ignores_late_options_at_their_default():
+    """A recipe run made before an option existed keeps its stage hash while the option is at its default."""
+    from dataclasses import asdict
+
+    from xke.train.recipe import stage_config
+    cfg = DataConfig()
+    d = stage_config(cfg)
+    assert "contrast_share" not in d and d == {k: v for k, v in asdict(cfg).items() if k != "contrast_share"}
+    cfg.contrast_share = 0.5
+    assert stage_config(cfg)["contrast_share"] == 0.5

@@ -173,4 +173,7 @@ def _world_retriever(args) -> int:
     print(f"  threshold {thr} (chosen on the train split): held-out false-hit rate "
           f"{100 * at.get('false_hit_rate', 0):.1f}% on unrelated queries, "
           f"true-hit rate {100 * at.get('true_hit_rate', 0):.1f}%")
+    for pair, x in rep["heldout"].get("with_999_distractors", {}).items():
+        print(f"  {pair}: held-out locality questions hitting an edit with 999 invented-person edits in memory: "
+              f"{100 * x:.1f}%")
     return 0

@@ -252,6 +252,25 @@ def recall_at_1(encoder, cases: Sequence[Any], mem_lang: str, query_lang: str, *
     return out
 
 
+def distractor_false_hits(encoder, cases: Sequence[Any], distractors: Sequence[str], mem_lang: str,
+                          query_lang: str, threshold: float) -> float:
+    """Share of the cases' ``query_lang`` locality questions that reach ``threshold`` against a memory of
+    the cases' ``mem_lang`` edit prompts plus ``distractors`` (edits about other, invented subjects)."""
+    import numpy as np
+
+    cases = [c for c in cases if mem_lang in c.views and query_lang in c.views and c.views[query_lang].locality_prompt]
+    if not cases:
+        return 0.0
+    edited = {(c.views[query_lang].subject, c.meta.get("relation")) for c in cases}
+    loc = [c.views[query_lang].locality_prompt for c in cases
+           if not any(s and s in c.views[query_lang].locality_prompt and r == c.meta.get("relation") for s, r in edited)]
+    if not loc:
+        return 0.0
+    mem = encoder.encode([c.views[mem_lang].prompt for c in cases] + list(distractors))
+    best = (encoder.encode(loc) @ mem.T).max(axis=1)
+    return float(np.mean(best >= threshold))
+
+
 def false_hit_rate(best_scores: Sequence[float], threshold: float) -> float:
     """Share of unrelated queries whose best score reaches ``threshold`` (an edit would go in context)."""
     return float(sum(s >= threshold for s in best_scores) / max(len(best_scores), 1))
@@ -282,7 +301,9 @@ def train_world_retriever(world_dir: str | Path, out: str | Path | None = None,
     language, queries in the other), per split the threshold that best
     separates true hits from locality questions and the false-hit rate at it,
     ``threshold`` (the train split's choice; ``threshold: auto`` in the
-    in-context methods uses it), process CPU seconds and threads.
+    in-context methods uses it), the held-out false-hit rate at it with 999
+    invented-person edits added to the memory (``with_999_distractors``, per
+    memory -> query language), process CPU seconds and threads.
     """
     import numpy as np
     import torch
@@ -334,6 +355,12 @@ def train_world_retriever(world_dir: str | Path, out: str | Path | None = None,
             report[split] = block
         # chosen on the train split's cases (the held-out ones are what evaluations test)
         report["threshold"] = report["train"]["chosen_threshold"]
+        # held-out locality questions against the held-out edits plus 999 invented-person edits per language
+        held = world.counterfactual_cases("heldout", langs)
+        dis = {a: [d["prompt"] for d in world.distractor_edits(999, a)] for a in langs}
+        report["heldout"]["with_999_distractors"] = {
+            f"{a}->{b}": round(distractor_false_hits(enc, held, dis[a], a, b, report["threshold"]), 4)
+            for a in langs for b in langs}
         (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     finally:
         torch.set_num_threads(threads_before)

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -96,6 +96,18 @@ def load_train_config(preset: str = "toy", config_path: str | Path | None = None
 
 
 # ----------------------------------------------------------------------------- resumable stages
+
+
+def stage_config(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as a dict for a stage hash: its ``late_fields`` (options added later) are left out
+    while at their default, so runs made before they existed still match."""
+    d = asdict(cfg)
+    for name in getattr(cfg, "late_fields", ()):
+        f = type(cfg).__dataclass_fields__[name]
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if d.get(name) == default:
+            d.pop(name, None)
+    return d
 
 
 def _hash(obj: Any) -> str:
@@ -359,7 +371,7 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
         return build_xeit_dataset(facts, cfg.data, out / "data", steps=make_steps(cfg.llm, seed=cfg.data.seed),
                                   extra_rows=extra)
 
-    results["data"] = st.run("data", {"sources": list(sources), "data": asdict(cfg.data), "llm": asdict(cfg.llm)},
+    results["data"] = st.run("data", {"sources": list(sources), "data": stage_config(cfg.data), "llm": asdict(cfg.llm)},
                              do_data, force="data" in force)
     # 2. XE-IT
     run_xeit = "xeit" in cfg.stages
