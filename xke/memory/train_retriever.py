@@ -3,8 +3,8 @@
 Real use takes a multilingual sentence-transformers model from a local path;
 the toy world has its own names and languages, so it gets its own retriever:
 
-1. a WordPiece tokenizer trained on the world's sentences (CJK characters
-   are tokens of their own);
+1. a BPE tokenizer trained on the world's sentences (lower-cased, CJK
+   characters are tokens of their own);
 2. a tiny BERT encoder built from :class:`RetrieverTrainConfig` (random
    init), mean pooling, unit-normalised output;
 3. trained with sentence-transformers' training API
@@ -133,16 +133,24 @@ def _invented_triples(world: Any, langs: Sequence[str], n: int, rng: random.Rand
 
 
 def _train_tokenizer(texts: Sequence[str], out: Path, vocab_size: int):
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertTokenizerFast
+    """A lower-cased BPE tokenizer (BERT normalisation and pre-tokenisation: CJK characters are tokens of
+    their own) trained on ``texts``. BPE, not WordPiece: the ``tokenizers`` WordPiece trainer breaks ties
+    differently from run to run, the BPE trainer does not, so a retriever is reproducible."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
-    tok = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True)
-    tok.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=1, show_progress=False,
-                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False,
+                                                lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(list(texts), trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=1, show_progress=False,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
     out.mkdir(parents=True, exist_ok=True)
-    tok.save_model(str(out))
-    return BertTokenizerFast(tokenizer_object=tok._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(str(out))
+    return fast
 
 
 def build_model(texts: Sequence[str], cfg: RetrieverTrainConfig, workdir: Path):
