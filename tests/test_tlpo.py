@@ -249,3 +249,24 @@ def test_recipe_records_the_world_of_a_world_model(world, tmp_path):
     (d / "config.json").write_text(json.dumps({"model_type": "llama"}))       # not a world model: untouched
     _record_world_dir(d, "tiny-llama", [f"world:{world}"])
     assert "xke_world_dir" not in json.loads((d / "config.json").read_text())
+
+
+def test_world_retrieve_eval_keeps_only_the_distractors_in_memory(world, tmp_path):
+    """Retrieve-mode evaluation through the runner: each case's edit among N invented-person edits; the
+    results come per edit -> test language in percent, and the memory holds exactly the N distractors after."""
+    from xke.memory.store import EditStore
+    from xke.train.recipe import EvalConfig, world_retrieve_eval
+
+    res = world_retrieve_eval(f"world:{world}", world, ["en"], ["en", "zh"], tmp_path / "r", n_distractors=30,
+                              n_cases=6, per_subject=1, max_new_tokens=4)
+    assert res["n_cases"] == 6 and res["n_edits_in_memory"] == 31
+    assert set(res["pairs"]) == {"en->en", "en->zh"}
+    assert set(res["pairs"]["en->en"]) >= {"reliability", "generality", "locality"}
+    assert all(0 <= v <= 100 for b in res["pairs"].values() for v in b.values())
+    store = EditStore(tmp_path / "r" / "memory-en-30.sqlite")
+    assert len(store) == 30 and all("distractors" in e.case_id for e in store.list())
+    store.close()
+    metrics = json.loads((tmp_path / "r" / "en-30" / "metrics.json").read_text())
+    assert metrics["method"] == "xkde" and metrics["n_cases"] == 6
+    with pytest.raises(ValueError, match="retrieve_distractors"):
+        EvalConfig(retrieve_distractors=[-1]).validate()

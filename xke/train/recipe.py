@@ -20,10 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from ..config import from_dict, load_preset, read_yaml
 from ..data.languages import parse_langs
@@ -50,8 +51,15 @@ class EvalConfig:
     test_langs: list[str] | None = None
     max_new_tokens: int = 24
     batch_size: int = 32
+    #: world source: also evaluate the final model in retrieve mode (``xke eval --method xkde --mode retrieve``,
+    #: ``threshold: auto``), each case's edit stored among N edits about invented people, for each N here
+    retrieve_distractors: list[int] = field(default_factory=list)
+
+    late_fields: ClassVar[tuple[str, ...]] = ("retrieve_distractors",)
 
     def validate(self) -> None:
+        if any(n < 0 for n in self.retrieve_distractors):
+            raise ValueError("eval.retrieve_distractors: counts must be >= 0")
         if self.n_cases < 1:
             raise ValueError("eval.n_cases must be >= 1")
         if self.per_subject is not None and self.per_subject < 1:
@@ -250,6 +258,45 @@ def world_heldout_eval(model_spec: str, world_dir: str | Path, edit_langs: Seque
     return res
 
 
+def world_retrieve_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequence[str],
+                        test_langs: Sequence[str], out: str | Path, *, n_distractors: int, n_cases: int = 100,
+                        per_subject: int | None = None, max_new_tokens: int = 24) -> dict[str, Any]:
+    """Retrieve-mode X-KDE on held-out world edits through the evaluation runner (single protocol): each
+    case's edit is stored in a memory that already holds ``n_distractors`` edits about invented people
+    (``World.distractor_edits``), the world's retriever picks what goes in context (``threshold: auto``).
+    Returns exact match per edit -> test language and query kind, in :func:`world_heldout_eval`'s shape."""
+    from ..data.loaders import write_jsonl
+    from ..eval.runner import EvalSpec, run_eval
+    from ..memory.store import EditStore, edit_from_dict
+    from ..world.world import load_world
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    retriever = Path(world_dir) / "retriever"
+    if not (retriever / "modules.json").exists():
+        from ..memory.train_retriever import train_world_retriever
+        train_world_retriever(world_dir, retriever)
+    w = load_world(world_dir)
+    cases = w.counterfactual_cases(split="heldout", per_subject=per_subject)[:n_cases]
+    data = write_jsonl(out / "heldout.jsonl", cases)
+    res: dict[str, Any] = {"n_cases": len(cases), "n_edits_in_memory": n_distractors + 1, "pairs": {}}
+    for s in edit_langs:
+        mem = out / f"memory-{s}-{n_distractors}.sqlite"
+        for old in out.glob(mem.name + "*"):   # rebuilt every time: a crash mid-case can leave that case's edit
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        store = EditStore(mem)
+        store.add_many([edit_from_dict(d) for d in w.distractor_edits(n_distractors, s)])
+        store.close()
+        spec = EvalSpec(model=str(model_spec), out=str(out / f"{s}-{n_distractors}"), method="xkde", data=str(data),
+                        edit_lang=s, test_langs=list(test_langs), mode="retrieve", max_new_tokens=max_new_tokens,
+                        method_overrides={"memory_path": str(mem), "threshold": "auto",
+                                          "retriever_path": str(retriever)})
+        m = run_eval(spec, progress=False)
+        for t in test_langs:
+            res["pairs"][f"{s}->{t}"] = {k: v["em"] for k, v in m["by_test_lang"][t].items()}
+    return res
+
+
 def rows_eval(model_spec: str, rows: list[dict], *, max_new_tokens: int = 24, batch_size: int = 32,
               limit: int = 400) -> dict[str, Any]:
     """Exact match on held-out XE-IT rows, per section x scope x descriptor (non-world sources)."""
@@ -441,6 +488,12 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                                                   per_subject=cfg.eval.per_subject,
                                                   max_new_tokens=cfg.eval.max_new_tokens,
                                                   batch_size=cfg.eval.batch_size)
+                    if name == "final" or (name == "xeit" and "final" not in models):
+                        for n in cfg.eval.retrieve_distractors:
+                            ev[f"{name}, retrieve, {n + 1} edits in memory"] = world_retrieve_eval(
+                                m, wd, e_langs, t_langs, out / "eval" / f"{name}-retrieve", n_distractors=n,
+                                n_cases=cfg.eval.n_cases, per_subject=cfg.eval.per_subject,
+                                max_new_tokens=cfg.eval.max_new_tokens)
                 elif (out / "data" / "validation.jsonl").exists():
                     from .xeit_data import read_rows
 
@@ -448,7 +501,7 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                                          max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
             return ev
 
-        results["eval"] = st.run("eval", {"eval": asdict(cfg.eval), "final": final}, do_eval,
+        results["eval"] = st.run("eval", {"eval": stage_config(cfg.eval), "final": final}, do_eval,
                                  force="eval" in force)
         (out / "eval.json").write_text(json.dumps(results["eval"], indent=2, ensure_ascii=False))
     results["times"] = stage_times(out)
