@@ -270,3 +270,12 @@ def test_world_retrieve_eval_keeps_only_the_distractors_in_memory(world, tmp_pat
     assert metrics["method"] == "xkde" and metrics["n_cases"] == 6
     with pytest.raises(ValueError, match="retrieve_distractors"):
         EvalConfig(retrieve_distractors=[-1]).validate()
+
+
+def test_recipe_summary_prints_gold_and_retrieve_blocks():
+    from xke.train.commands import eval_summary
+
+    ev = {"final": {"pairs": {"en->zh": {"reliability": 75.0, "locality": 15.0, "form_errors": {"any": 1}}}},
+          "final, retrieve, 1000 edits in memory": {"pairs": {"en->zh": {"reliability": 75.0, "locality": 98.0}}}}
+    lines = eval_summary(ev)
+    assert len(lines) == 2 and "wrong-form 1" in lines[0] and "loc 98.0" in lines[1] and "wrong-form" not in lines[1]

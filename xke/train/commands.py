@@ -175,13 +175,22 @@ def cmd_xkde(args) -> int:
     cfg = _cfg(args, ov)
     _threads(cfg)
     res = run_recipe(args.model, args.source, args.out, cfg, force=[s for s in args.force.split(",") if s])
-    ev = res.get("eval") or {}
+    for line in eval_summary(res.get("eval") or {}):
+        print(line)
+    print(f"model: {Path(args.out) / 'model'}")
+    return 0
+
+
+def eval_summary(ev: dict) -> list[str]:
+    """One line per evaluated model x edit -> test pair of the recipe's ``eval.json`` (wrong-form counts
+    where the block has them: gold mode)."""
+    lines = []
     for name, block in ev.items():
         if isinstance(block, dict) and "pairs" in block:
             for pair, b in block["pairs"].items():
-                print(f"{name:6} {pair:7} rel {b.get('reliability')}  gen {b.get('generality')}  "
-                      f"loc {b.get('locality')}  port {b.get('portability')}  wrong-form {b['form_errors']['any']}")
+                form = f"  wrong-form {b['form_errors']['any']}" if "form_errors" in b else ""
+                lines.append(f"{name:6} {pair:7} rel {b.get('reliability')}  gen {b.get('generality')}  "
+                             f"loc {b.get('locality')}  port {b.get('portability')}{form}")
         elif isinstance(block, dict):
-            print(name, json.dumps(block))
-    print(f"model: {Path(args.out) / 'model'}")
-    return 0
+            lines.append(f"{name} {json.dumps(block)}")
+    return lines
