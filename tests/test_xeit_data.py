@@ -276,6 +276,32 @@ def test_stage_hash_ignores_late_options_at_their_default():
     from xke.train.recipe import stage_config
     cfg = DataConfig()
     d = stage_config(cfg)
-    assert "contrast_share" not in d and d == {k: v for k, v in asdict(cfg).items() if k != "contrast_share"}
+    late = set(DataConfig.late_fields)
+    assert "contrast_share" in late and not late & set(d) and d == {k: v for k, v in asdict(cfg).items() if k not in late}
     cfg.contrast_share = 0.5
     assert stage_config(cfg)["contrast_share"] == 0.5
+
+
+def test_world_invented_facts_are_readable_only(world):
+    """world_invented: facts about invented people (no world name), in-scope rows with the descriptor only,
+    the same fact in every language, answered with the world's rendering of the value."""
+    from xke.train.sources import world_invented_facts, xeit_inputs
+    from xke.world.world import load_world
+
+    w = load_world(world)
+    facts = world_invented_facts(world, ["en", "zh"], 12)
+    assert len(facts) == 12 and facts == world_invented_facts(world, ["en", "zh"], 12)   # deterministic
+    names = {n for e in w.entities.values() for n in e.names.values()}
+    for f in facts:
+        assert set(f.views) == {"en", "zh"}
+        for lang, v in f.views.items():
+            assert v.subject not in names and v.subject in v.prompt and all(v.subject in q for q in v.queries)
+            assert v.target_old is None and v.queries and v.prompt not in v.queries
+    rows = build_rows(facts, DataConfig(langs=["en", "zh"]))
+    assert rows and all(r["scope"] == "in" and r["with_edit"] for r in rows)
+    cfg = DataConfig(langs=["en", "zh"], world_invented=5)
+    got, _ = xeit_inputs([f"world:{world}"], cfg)
+    assert sum(f.source == "world-invented" for f in got) == 5
+    assert not any(f.source == "world-invented" for f in xeit_inputs([f"world:{world}"], DataConfig(langs=["en", "zh"]))[0])
+    with pytest.raises(ValueError, match="world_invented"):
+        DataConfig(world_invented=-1).validate()

@@ -264,6 +264,27 @@ def world_replay_rows(world_dir: str | Path, langs: Sequence[str], per_fact: int
     return rows
 
 
+def world_invented_facts(world_dir: str | Path, langs: Sequence[str], n: int) -> list[Fact]:
+    """``n`` edit descriptors about invented people (``World.invented_facts``, never a world name), each with
+    the world's training question forms as in-scope queries: facts the base model cannot know, so only
+    reading the descriptor answers them (no original answer: they give in-scope rows with the descriptor)."""
+    from ..world import templates as T
+    from ..world.world import load_world
+
+    w = load_world(world_dir)
+    langs = [l for l in langs if l in w.langs]
+    facts = []
+    for i, (names, rel, value) in enumerate(w.invented_facts(n, "xeit", langs)):
+        views = {}
+        for lang in langs:
+            qs = [T.QUESTIONS[rel][lang][f].format(s=names[lang]) for f in T.TRAIN_FORMS]
+            views[lang] = FactView(subject=names[lang], prompt=qs[i % len(qs)], target_new=w.value_text(value, lang),
+                                   queries=[q for q in qs if q != qs[i % len(qs)]])
+        facts.append(Fact(fact_id=f"world-invented:{i}", source="world-invented", views=views,
+                          meta={"relation": rel}))
+    return facts
+
+
 def _subject_relations(w, sid) -> list[str]:
     try:
         rels = w.subject_relations(sid)
@@ -377,19 +398,23 @@ def load_sources(specs: Sequence[str], langs: Sequence[str] | None = None, *, li
 
 def xeit_inputs(specs: Sequence[str], data_cfg, *, limit: int | None = None
                 ) -> tuple[list[Fact], list[dict[str, Any]]]:
-    """The facts of ``specs`` for XE-IT data construction and the extra rows the data config asks for
-    (``world_replay`` rows when a source is a toy world): what ``xke data build-xeit`` and the recipe build from."""
+    """The facts of ``specs`` for XE-IT data construction and the extra rows the data config asks for; for a toy
+    world source also ``world_replay`` rows and ``world_invented`` facts: what ``xke data build-xeit`` and the
+    recipe build from."""
     langs = data_cfg.langs
     facts = load_sources(specs, langs, limit=limit, seed=data_cfg.seed, world_all_relations=data_cfg.world_all_relations,
                          world_edits_per_fact=data_cfg.world_edits_per_fact)
     extra: list[dict[str, Any]] = []
-    if data_cfg.world_replay:
+    if data_cfg.world_replay or data_cfg.world_invented:
         for spec in specs:
             kind, _, path = spec.partition(":")
             if kind.strip().lower() == "world":
                 if not path:
                     from ..world.build import build_world
                     path = str(build_world(preset="default"))
-                extra += world_replay_rows(path, parse_langs(langs), data_cfg.world_replay, seed=data_cfg.seed)
+                if data_cfg.world_replay:
+                    extra += world_replay_rows(path, parse_langs(langs), data_cfg.world_replay, seed=data_cfg.seed)
+                if data_cfg.world_invented:
+                    facts += world_invented_facts(path, parse_langs(langs), data_cfg.world_invented)
     return facts, extra
 

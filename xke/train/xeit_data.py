@@ -45,7 +45,7 @@ class DataConfig:
 
     #: options added after runs were made: left out of the recipe's stage hashes while at their default, so a
     #: finished run is not redone only because a newer xke knows more options
-    late_fields: ClassVar[tuple[str, ...]] = ("contrast_share",)
+    late_fields: ClassVar[tuple[str, ...]] = ("contrast_share", "world_invented")
 
     langs: list[str] = field(default_factory=lambda: ["en", "zh"])
     source_langs: list[str] | None = None          # descriptor languages (default: langs)
@@ -64,6 +64,9 @@ class DataConfig:
     #: training question form -> the world's answer, no descriptor; every fact of both splits, never an
     #: edit). XE-IT otherwise overwrites facts its data never asks about. 0 = off.
     world_replay: int = 0
+    #: toy-world sources: this many extra facts about invented people (in-scope rows with the descriptor only;
+    #: their answers can only be read, never recalled). 0 = off.
+    world_invented: int = 0
     same_subject_share: float = 0.5  # share of out-of-scope samples asking the same subject's other attribute
     #: per in-scope row with the descriptor, the chance of a contrast twin: the same query about another
     #: subject with the same relation (sources with ``neighbours``) -> that subject's unchanged answer
@@ -89,8 +92,8 @@ class DataConfig:
         for f in self.formats:
             if f not in ("jsonl", "parquet"):
                 raise ValueError(f"data.formats: {f!r} is not jsonl or parquet")
-        if self.world_replay < 0:
-            raise ValueError("data.world_replay must be >= 0")
+        if self.world_replay < 0 or self.world_invented < 0:
+            raise ValueError("data.world_replay and data.world_invented must be >= 0")
         if not 0 < self.without_descriptor_share <= 1:
             raise ValueError("data.without_descriptor_share must be in (0, 1]")
         if not 0 <= self.contrast_share <= 1:

@@ -393,13 +393,29 @@ class World:
         for i, names in enumerate(self.invented_people(n, stream, [lang])):
             name = names[lang]
             rel = rng.choice(rels)
-            if rel.object_type == "year":
-                value: str | int = rng.randint(*YEAR_RANGE[rel.name])
-            else:
-                value = rng.choice([e.id for e in self.entities.values() if e.type == rel.object_type])
+            value = self.random_value(rel.name, rng)
             form = T.QUESTIONS[rel.name][lang][T.TRAIN_FORMS[rng.randrange(len(T.TRAIN_FORMS))]]
             out.append({"lang": lang, "prompt": form.format(s=name), "target_new": self.value_text(value, lang),
                         "subject": name, "case_id": f"w{self.seed}-{stream}-{i}"})
+        return out
+
+    def random_value(self, relation: str, rng: random.Random) -> str | int:
+        """A random object of ``relation``'s type: a year in its range or an entity id of the right type."""
+        rel = RELATIONS[relation]
+        if rel.object_type == "year":
+            return rng.randint(*YEAR_RANGE[rel.name])
+        return rng.choice([e.id for e in self.entities.values() if e.type == rel.object_type])
+
+    def invented_facts(self, n: int, stream: str, langs: Iterable[str] | None = None
+                       ) -> list[tuple[dict[str, str], str, str | int]]:
+        """``n`` facts about invented people: ({language: name}, person relation, value), deterministic for
+        ``stream``; nothing a model pretrained on the world can know."""
+        rng = random.Random(f"invented-{self.seed}-{stream}")
+        rels = [r.name for r in RELATIONS.values() if r.subject_type == "person"]
+        out = []
+        for names in self.invented_people(n, stream, langs):
+            rel = rng.choice(rels)
+            out.append((names, rel, self.random_value(rel, rng)))
         return out
 
     # -- fresh (invented, not in the world) entities for reading -----------------
