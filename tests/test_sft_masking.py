@@ -83,7 +83,7 @@ def test_sampling_strategy_and_anchor_options(tiny, tmp_path):
 
     from xke.config import from_dict
     from xke.errors import ConfigError
-    from xke.train.xeit import AnchorCallback
+    from xke.train.xeit import anchor_callback
 
     model, tok, _ = tiny
     cfg = XeitConfig(max_steps=1, max_length=512, learning_rate=1e-2, warmup_steps=0,
@@ -101,7 +101,7 @@ def test_sampling_strategy_and_anchor_options(tiny, tmp_path):
     # the pull: p <- p - lr * rate * (p - p0)
     lin = torch.nn.Linear(2, 2, bias=False)
     p0 = lin.weight.detach().clone()
-    cb = AnchorCallback(lin, 2.0)
+    cb = anchor_callback(lin, 2.0)
     with torch.no_grad():
         lin.weight.add_(1.0)
 

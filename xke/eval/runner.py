@@ -540,22 +540,23 @@ def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress,
         return
     handles = []
     n_done = 0
+    in_force: set[str] = set()   # fact keys of the groups applied so far
     try:
         for g in _bar(range(len(groups)), len(groups), "sequential edits", progress):
             _seed_all(_unit_seed(spec, g))
             handle = method.apply(_requests(spec, groups[g]))
             handles.append(handle)
             deltas.add(handle)  # right after the apply: the sum telescopes to final - original
+            in_force |= edited_facts(groups[g])
             if spec.eval_after_each and g not in after_done:
-                recs = ev.evaluate(groups[g], pre, edited_facts(c for gr in groups[:g + 1] for c in gr))
+                recs = ev.evaluate(groups[g], pre, in_force)
                 results.append([{"type": "after_each", "unit": g, "case_ids": [c.case_id for c in groups[g]],
                                  "results": recs}])
                 n_done += 1
                 if on_unit:
                     on_unit(n_done)
-        all_edited = edited_facts(cases)
         for j in _bar(todo_final, len(final_chunks), "final evaluation", progress):
-            recs = ev.evaluate(final_chunks[j], pre, all_edited)
+            recs = ev.evaluate(final_chunks[j], pre, in_force)
             results.append([{"type": "final", "chunk": j, "case_id": r["case_id"], "results": [r]} for r in recs])
             n_done += 1
             if on_unit:

@@ -114,16 +114,15 @@ def _invented_triples(world: Any, langs: Sequence[str], n: int, rng: random.Rand
     """``n`` (anchor, positive, hard negative) triples about invented people: two training question forms
     of one person's relation (any languages) and the positive's form about another invented person."""
     from ..world import templates as T
-    from ..world.world import RELATIONS
+    from ..world.world import PERSON_RELATIONS
 
     if n <= 0:
         return []
-    rels = [r.name for r in RELATIONS.values() if r.subject_type == "person"]
     people = world.invented_people(2 * n, "retriever", langs)
     out = []
     for i in range(n):
         p, other = people[2 * i], people[2 * i + 1]
-        rel = rng.choice(rels)
+        rel = rng.choice(PERSON_RELATIONS)
         la, lb = rng.choice(langs), rng.choice(langs)
         fa, fb = rng.choice(T.TRAIN_FORMS), rng.choice(T.TRAIN_FORMS)
         qa, qb = T.QUESTIONS[rel][la][fa].format(s=p[la]), T.QUESTIONS[rel][lb][fb].format(s=p[lb])
@@ -249,15 +248,20 @@ def recall_at_1(encoder, cases: Sequence[Any], mem_lang: str, query_lang: str, *
         out[f"{kind}_score_mean"] = float(np.mean(sims[np.arange(len(qs)), gold]))
         out[f"{kind}_n"] = len(qs)
         out.setdefault("gold_scores", []).extend(float(x) for x in sims[np.arange(len(qs)), gold])
-    # a locality question about a subject whose same-relation edit is in the memory is a true hit: skip it
-    edited = {(c.views[query_lang].subject, c.meta.get("relation")) for c in cases}
-    loc = [c.views[query_lang].locality_prompt for c in cases if c.views[query_lang].locality_prompt
-           and not any(s and s in c.views[query_lang].locality_prompt and r == c.meta.get("relation")
-                       for s, r in edited)]
+    loc = unedited_locality_prompts(cases, query_lang)
     if loc:
         best = (encoder.encode(loc) @ mem.T).max(axis=1)
         out["locality_best_scores"] = [float(x) for x in best]
     return out
+
+
+def unedited_locality_prompts(cases: Sequence[Any], query_lang: str) -> list[str]:
+    """The cases' ``query_lang`` locality questions, less those asking about a subject whose edit of the
+    same relation is among ``cases`` (for a memory of all the cases' edits that is a true hit)."""
+    edited = {(c.views[query_lang].subject, c.meta.get("relation")) for c in cases}
+    return [c.views[query_lang].locality_prompt for c in cases if c.views[query_lang].locality_prompt
+            and not any(s and s in c.views[query_lang].locality_prompt and r == c.meta.get("relation")
+                        for s, r in edited)]
 
 
 def distractor_false_hits(encoder, cases: Sequence[Any], distractors: Sequence[str], mem_lang: str,
@@ -267,11 +271,7 @@ def distractor_false_hits(encoder, cases: Sequence[Any], distractors: Sequence[s
     import numpy as np
 
     cases = [c for c in cases if mem_lang in c.views and query_lang in c.views and c.views[query_lang].locality_prompt]
-    if not cases:
-        return 0.0
-    edited = {(c.views[query_lang].subject, c.meta.get("relation")) for c in cases}
-    loc = [c.views[query_lang].locality_prompt for c in cases
-           if not any(s and s in c.views[query_lang].locality_prompt and r == c.meta.get("relation") for s, r in edited)]
+    loc = unedited_locality_prompts(cases, query_lang)
     if not loc:
         return 0.0
     mem = encoder.encode([c.views[mem_lang].prompt for c in cases] + list(distractors))

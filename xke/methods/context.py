@@ -120,6 +120,7 @@ class ContextMethod(EditMethod):
         self._retriever: Retriever | None = None
         self._stream = uuid.uuid4().hex[:12]
         self._cache: dict[tuple[str, int], list[Hit]] = {}
+        self._auto_threshold: float | None = None
 
     # --- resources ------------------------------------------------------------------
     @property
@@ -162,7 +163,7 @@ class ContextMethod(EditMethod):
         one (``report.json`` beside it), falling back to 0.5."""
         if self.config.threshold != "auto":
             return self.config.threshold
-        if getattr(self, "_auto_threshold", None) is None:
+        if self._auto_threshold is None:
             thr = 0.5
             path = self.retriever_path() if self.config.retriever == "dense" else None
             report = Path(path) / "report.json" if path else None

@@ -268,6 +268,7 @@ def world_retrieve_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequ
     from ..data.loaders import write_jsonl
     from ..eval.runner import EvalSpec, run_eval
     from ..memory.store import EditStore, edit_from_dict
+    from ..models.loading import load_model
     from ..world.world import load_world
 
     out = Path(out)
@@ -280,6 +281,7 @@ def world_retrieve_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequ
     cases = w.counterfactual_cases(split="heldout", per_subject=per_subject)[:n_cases]
     data = write_jsonl(out / "heldout.jsonl", cases)
     res: dict[str, Any] = {"n_cases": len(cases), "n_edits_in_memory": n_distractors + 1, "pairs": {}}
+    lm = load_model(str(model_spec))   # once for every edit language
     for s in edit_langs:
         mem = out / f"memory-{s}-{n_distractors}.sqlite"
         for old in out.glob(mem.name + "*"):   # rebuilt every time: a crash mid-case can leave that case's edit
@@ -291,7 +293,7 @@ def world_retrieve_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequ
                         edit_lang=s, test_langs=list(test_langs), mode="retrieve", max_new_tokens=max_new_tokens,
                         method_overrides={"memory_path": str(mem), "threshold": "auto",
                                           "retriever_path": str(retriever)})
-        m = run_eval(spec, progress=False)
+        m = run_eval(spec, loaded=lm, progress=False)
         for t in test_langs:
             res["pairs"][f"{s}->{t}"] = {k: v["em"] for k, v in m["by_test_lang"][t].items()}
     return res

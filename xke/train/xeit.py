@@ -209,11 +209,11 @@ def build_sft_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[d
                          eval_dataset=Dataset.from_list(val_recs) if val_recs else None,
                          processing_class=tokenizer, peft_config=_lora_config(cfg) if cfg.lora else None)
     if cfg.anchor_decay > 0:
-        trainer.add_callback(AnchorCallback(trainer.model, cfg.anchor_decay))
+        trainer.add_callback(anchor_callback(trainer.model, cfg.anchor_decay))
     return trainer, mode
 
 
-def AnchorCallback(model, rate: float):
+def anchor_callback(model, rate: float):
     """A ``TrainerCallback`` pulling trainable weights towards their values at construction (see
     :attr:`XeitConfig.anchor_decay`): after each optimizer step ``p -= lr * rate * (p - p0)``.
     (transformers is imported here, not at module import.)"""

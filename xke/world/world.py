@@ -100,6 +100,9 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in [
     Relation("official_language", "country", "language"),
 ]}
 
+#: relations whose subject is a person, in RELATIONS order (facts about invented people use them)
+PERSON_RELATIONS: tuple[str, ...] = tuple(r.name for r in RELATIONS.values() if r.subject_type == "person")
+
 YEAR_RANGE = {"birth_year": (1900, 2005), "founded": (1800, 2015)}
 
 
@@ -388,13 +391,12 @@ class World:
         if n < 0:
             raise XkeError(f"n must be >= 0, got {n}")
         rng = random.Random(f"distractors-{self.seed}-{stream}")
-        rels = [r for r in RELATIONS.values() if r.subject_type == "person"]
         out = []
         for i, names in enumerate(self.invented_people(n, stream, [lang])):
             name = names[lang]
-            rel = rng.choice(rels)
-            value = self.random_value(rel.name, rng)
-            form = T.QUESTIONS[rel.name][lang][T.TRAIN_FORMS[rng.randrange(len(T.TRAIN_FORMS))]]
+            rel = rng.choice(PERSON_RELATIONS)
+            value = self.random_value(rel, rng)
+            form = T.QUESTIONS[rel][lang][T.TRAIN_FORMS[rng.randrange(len(T.TRAIN_FORMS))]]
             out.append({"lang": lang, "prompt": form.format(s=name), "target_new": self.value_text(value, lang),
                         "subject": name, "case_id": f"w{self.seed}-{stream}-{i}"})
         return out
@@ -411,10 +413,9 @@ class World:
         """``n`` facts about invented people: ({language: name}, person relation, value), deterministic for
         ``stream``; nothing a model pretrained on the world can know."""
         rng = random.Random(f"invented-{self.seed}-{stream}")
-        rels = [r.name for r in RELATIONS.values() if r.subject_type == "person"]
         out = []
         for names in self.invented_people(n, stream, langs):
-            rel = rng.choice(rels)
+            rel = rng.choice(PERSON_RELATIONS)
             out.append((names, rel, self.random_value(rel, rng)))
         return out
 
