@@ -362,14 +362,16 @@ class EditStore:
         return n
 
     @_sql_errors
-    def content_hash(self, *, exclude_batch: str | None = None) -> str:
-        """SHA-256 of every stored edit (all fields but the id, in id order), leaving out ``exclude_batch``:
-        what a run read from this memory, recorded so a resumed run can tell the memory changed."""
+    def content_hash(self, *, exclude_prefix: str | None = None) -> str:
+        """SHA-256 of every stored edit (all fields but the id, in id order), leaving out the batches whose
+        id starts with ``exclude_prefix`` (runs' transient edits): what a run read from this memory,
+        recorded so a resumed run can tell the memory changed."""
         import hashlib
 
         h = hashlib.sha256()
-        sql = f"SELECT {_COLS} FROM edits" + (" WHERE batch IS NOT ?" if exclude_batch else "") + " ORDER BY id"
-        for row in self._conn().execute(sql, (exclude_batch,) if exclude_batch else ()):
+        where = " WHERE batch IS NULL OR substr(batch, 1, ?) != ?" if exclude_prefix else ""
+        args = (len(exclude_prefix), exclude_prefix) if exclude_prefix else ()
+        for row in self._conn().execute(f"SELECT {_COLS} FROM edits{where} ORDER BY id", args):
             h.update(json.dumps(list(row[1:]), ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
         return h.hexdigest()
 
