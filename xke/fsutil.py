@@ -154,6 +154,9 @@ def replace_dir(dest: str | Path, fill: Callable[[Path], None]) -> Path:
     for stale in list(d.parent.glob(f".{d.name}.tmp-*")) + olds:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.tmp-", dir=d.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         fill(tmp)
         _fsync_tree(tmp)
