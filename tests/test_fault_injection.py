@@ -73,10 +73,10 @@ def units_in(out: Path, kind: str) -> int:
 # ----------------------------------------------------------------------------------------------- eval
 @pytest.mark.parametrize("protocol", ["single", "sequential"])
 def test_eval_killed_at_random_points_resumes_to_the_uninterrupted_metrics(tiny_model, tmp_path, rng, protocol):
-    from test_reliability import make_cases
+    from test_runner import make_cases
 
     n = 8
-    data = str(write_jsonl(tmp_path / "cases.jsonl", make_cases(n)))
+    data = str(write_jsonl(tmp_path / "cases.jsonl", make_cases(n, split=False)))
     cfg = tmp_path / "ft.yaml"
     cfg.write_text("method:\n  layers: [1]\n  steps: 2\n  norm_constraint: 0.05\n")
     opts = dict(model="tiny-llama", method="ft-l", bench="jsonl", data=data, edit_lang="en", test_langs=["en", "zh"],

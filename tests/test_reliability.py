@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,11 @@ import torch
 
 from xke.cli import main
 from xke.data.loaders import write_jsonl
-from xke.data.schema import EditCase, LangView
 from xke.errors import ConfigError, DataError, ModelError, XkeError
 from xke.eval.runner import EvalSpec, run_eval
 from xke.memory.store import EditStore, MemoryEdit, edit_from_dict
 from xke.methods import base as B
+from test_runner import make_cases  # noqa: E402  (also registers its fake-weight method)
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -55,46 +54,12 @@ def digest(p: Path) -> str:
     return h.hexdigest()
 
 
-def make_cases(n: int) -> list[EditCase]:
-    cases = []
-    for i in range(n):
-        en = LangView(subject=f"Person{i}", prompt=f"Where was Person{i} born?", target_new=f"City{i % 5}",
-                      paraphrases=[f"Person{i} was born in which city?"],
-                      locality_prompt=f"What is the capital of Land{i}?", locality_answer=f"Cap{i}")
-        zh = LangView(subject=f"人物{i}", prompt=f"人物{i}出生在哪里？", target_new=f"城市{i % 5}",
-                      locality_prompt=f"国家{i}的首都是什么？", locality_answer=f"首都{i}")
-        cases.append(EditCase(f"c{i}", {"en": en, "zh": zh}))
-    return cases
-
-
 @pytest.fixture
 def data(tmp_path):
-    return str(write_jsonl(tmp_path / "cases.jsonl", make_cases(4)))
+    return str(write_jsonl(tmp_path / "cases.jsonl", make_cases(4, split=False)))
 
 
-# --- a cheap weight method and a cheap in-context method ---------------------------------------------------
-PARAM = "model.layers.1.mlp.down_proj.weight"
-
-
-@dataclass
-class ShiftConfig(B.MethodConfig):
-    scale: float = 0.05
-
-
-@B.register_method
-class Shift(B.EditMethod):
-    name = "rel-shift"
-    kind = "weight"
-    config_class = ShiftConfig
-
-    def apply(self, requests):
-        snap = B.WeightSnapshot(self.model, [PARAM])
-        p = dict(self.model.named_parameters())[PARAM]
-        with torch.no_grad():
-            p.add_(self.config.scale)
-        return snap
-
-
+# --- methods: test_runner's fake weight method, and X-KDE prompts over bm25 -------------------------------
 from xke.methods.xkde import XKDE  # noqa: E402
 
 
@@ -106,13 +71,13 @@ class Recall(XKDE):
 
 @pytest.fixture(autouse=True)
 def _methods(monkeypatch):
-    monkeypatch.setitem(B.METHOD_MODULES, "rel-shift", __name__)
+    monkeypatch.setitem(B.METHOD_MODULES, "fake-weight", "test_runner")
     monkeypatch.setitem(B.METHOD_MODULES, "rel-recall", __name__)
 
 
 def spec(out, data, **kw) -> EvalSpec:
     d = dict(model="tiny-llama", out=str(out), bench="jsonl", data=data, edit_lang="en", test_langs=["en"],
-             device="cpu", max_new_tokens=2, method="rel-shift")
+             device="cpu", max_new_tokens=2, method="fake-weight")
     d.update(kw)
     return EvalSpec.from_dict(d)
 
@@ -351,7 +316,7 @@ def test_every_packaged_preset_passes_the_range_rules():
     from xke.world.build import load_world_config
 
     for name in B.METHOD_MODULES:
-        if name.startswith("rel-"):
+        if name in ("fake-weight", "rel-recall"):
             continue
         for fam in list_presets(name) or ["default"]:
             B.build_method_config(name, family=fam)
@@ -551,7 +516,7 @@ def test_pickle_only_checkpoints_are_refused_unless_asked(tmp_path, tiny_model, 
 
 
 def test_prompt_longer_than_the_context_is_refused_before_any_edit(tiny_model, tmp_path):
-    cases = make_cases(2)
+    cases = make_cases(2, split=False)
     cases[1].views["en"].paraphrases = ["word " * 600]
     data = str(write_jsonl(tmp_path / "long.jsonl", cases))
     with pytest.raises(DataError, match=r"long.jsonl, record 2, field 'views.en.paraphrases\[0\]'.*context of 512"):
