@@ -346,7 +346,7 @@ def test_cli_eval_with_infinite_config_exits_2_before_writing(tmp_path, data, ca
                          "--device", "cpu", "--out", tmp_path / "o", "--quiet")
     assert rc == 2
     one_line_error(err, "v_lr", "finite")
-    assert not (tmp_path / "o" / "cases.jsonl").exists()
+    assert not (tmp_path / "o").exists()
 
 
 # =========================================================================================== item 10

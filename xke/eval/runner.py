@@ -542,12 +542,24 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
     if loaded is None:
         pick_dtype(spec.dtype, pick_device(spec.device))
     _check_save_edited(spec, loaded)
+    fresh = not Path(spec.out).expanduser().exists()
     out = prepare_out_dir(spec.out)
     lock = DirLock(out, "another xke eval").acquire()
     try:
         return _run_locked(spec, out, cls, loaded, progress, on_unit)
     finally:
         lock.release()
+        if fresh and not (out / "spec.json").exists():  # refused before any result: leave no empty --out
+            _remove_if_only_lock(out)
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    try:
+        if {p.name for p in out.iterdir()} <= {".xke.lock"}:
+            (out / ".xke.lock").unlink(missing_ok=True)
+            out.rmdir()
+    except OSError:
+        pass
 
 
 def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit) -> dict[str, Any]:
