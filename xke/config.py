@@ -83,7 +83,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
 POSITIVE_KEYS = re.compile(
     r"^(lr|v_lr|learning_rate|beta|timeout_s|dim|heads|intermediate|vocab_size|d_model|d_ff|n_layers|n_heads|"
     r"max_position|seq_len|batch_rows|max_seq_length|max_length|max_new_tokens|max_tokens|token_budget|epochs|"
-    r"num_train_epochs|n|k|top_k|faiss_min|n_cases|v_steps|steps|mom2_n_samples|mom2_max_length|mom2_batch_size|"
+    r"num_train_epochs|n|top_k|faiss_min|n_cases|v_steps|steps|mom2_n_samples|mom2_max_length|mom2_batch_size|"
     r"mom2_update_weight|per_device_\w*batch_size|gradient_accumulation_steps|max_concurrency|logging_steps|"
     r"save_steps|lora_r|lora_alpha|threads|cache_budget_mb|clamp_norm_factor|max_grad_norm|l2|n_people|"
     r"n_countries|n_companies|cities_per_country|cases_per_subject)$")
