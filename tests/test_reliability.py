@@ -577,3 +577,15 @@ def test_demo_rejects_an_unknown_method_before_building_anything(tmp_path, capsy
     assert rc == 2
     one_line_error(err, "foo")
     assert not (tmp_path / "d").exists()
+
+
+def test_an_old_spec_without_resolved_inputs_is_accepted_and_upgraded(tiny_model, data, tmp_path):
+    out = tmp_path / "o"
+    m1 = run_eval(spec(out, data, limit=2), loaded=tiny_model, progress=False)
+    sj = json.loads((out / "spec.json").read_text())
+    del sj["resolved"]
+    (out / "spec.json").write_text(json.dumps(sj))
+    assert run_eval(spec(out, data, limit=2), loaded=tiny_model, progress=False) == m1
+    assert "inputs" in json.loads((out / "spec.json").read_text())["resolved"]
+    with pytest.raises(ConfigError, match="limit: 2 -> 3"):
+        run_eval(spec(out, data, limit=3), loaded=tiny_model, progress=False)

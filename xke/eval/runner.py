@@ -238,10 +238,12 @@ def _check_resolved(out: Path, spec: EvalSpec, resolved: dict[str, Any]) -> None
     """Compare the resolved method config and inputs with ``spec.json`` (refuse a difference), or write
     ``spec.json`` with them when the run is new."""
     old = _read_spec(out)
-    if old is None:
+    if old is None or "resolved" not in old:
+        if old is not None:  # written before xke recorded inputs: check the options, then record them from now on
+            _check_spec(out, spec)
         p = out / "spec.json"
         tmp = p.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**spec.to_dict(), "resolved": resolved}, indent=2, ensure_ascii=False),
+        tmp.write_text(json.dumps({**(old or spec.to_dict()), "resolved": resolved}, indent=2, ensure_ascii=False),
                        encoding="utf-8")
         os.replace(tmp, p)
         return
