@@ -589,3 +589,12 @@ def test_an_old_spec_without_resolved_inputs_is_accepted_and_upgraded(tiny_model
     assert "inputs" in json.loads((out / "spec.json").read_text())["resolved"]
     with pytest.raises(ConfigError, match="limit: 2 -> 3"):
         run_eval(spec(out, data, limit=3), loaded=tiny_model, progress=False)
+
+
+def test_jsonl_paraphrase_with_a_lone_surrogate_is_refused(tmp_path, capsys):
+    p = tmp_path / "c.jsonl"
+    line = make_cases(1, split=False)[0].to_json().replace("was born in which city?", "was born\\ud83d?")
+    p.write_text(line + "\n")
+    rc, _, err = run_cli(capsys, "data", "check", "jsonl", p)
+    assert rc == 2
+    one_line_error(err, str(p), "record 1", "views.en.paraphrases[0]", "lone surrogate")

@@ -605,6 +605,10 @@ def case_from_dict(d: Any, *, path: str | Path = "<dict>", row: int = 0,
         if not isinstance(paras, list) or not all(isinstance(x, str) for x in paras):
             raise DataError(f"expected a list of strings, got {_typename(paras)}", path=str(p), row=row,
                             field=pre + "paraphrases")
+        for i, x in enumerate(paras):
+            why = text_problem(x)
+            if why:
+                raise DataError(why, path=str(p), row=row, field=f"{pre}paraphrases[{i}]")
         style = v.get("style", "question")
         if style not in ("question", "cloze"):
             raise DataError(f"expected 'question' or 'cloze', got {style!r}", path=str(p), row=row, field=pre + "style")
