@@ -58,8 +58,13 @@ def run_demo(out: str | Path | None = None, n: int = 40, preset: str = "default"
     from .eval.runner import EvalSpec, run_eval
     from .models.loading import load_model
 
-    out = Path(out or "runs/demo").expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    from .fsutil import prepare_out_dir
+    from .methods.base import METHOD_MODULES
+
+    unknown = [m for m in (methods or []) if m.lower() not in METHOD_MODULES]
+    if unknown:  # before building anything
+        raise ConfigError(f"--methods: unknown method(s) {unknown}; available: {', '.join(METHOD_MODULES)}")
+    out = prepare_out_dir(out or "runs/demo")
     try:
         from .world.build import build_world
     except ImportError:

@@ -244,6 +244,7 @@ def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {unknown}; valid: {sorted(_TOP_KEYS)}")
     name = str(raw.get("name") or p.stem)
+    check_run_name(name, p)
     fmt = raw.get("name_format") or "{method}-{edit_lang}-bs{batch_size}"
     defaults = dict(raw.get("defaults") or {})
     grids: list[tuple[str, dict, dict | None]] = []
@@ -273,6 +274,7 @@ def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None
         runs.append(RunDef(str(extra.get("name") or _run_name(fmt, fields, "")), {k: v for k, v in fields.items() if k != "name"}))
     seen: dict[str, int] = {}
     for r in runs:
+        check_run_name(r.name, p)
         if r.name in seen:
             raise ConfigError(f"{p}: two runs are both named {r.name!r}; add the varying field to name_format")
         seen[r.name] = 1
@@ -282,6 +284,16 @@ def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None
     if not isinstance(analyze, dict):
         raise ConfigError(f"{p}: 'analyze' must be a mapping")
     return Experiment(name=name, runs=runs, analyze=analyze, path=p)
+
+
+def check_run_name(name: str, source: Path | str) -> None:
+    """Refuse a run or experiment name that would write outside the output folder (absolute, ``..``,
+    empty parts, a drive or backslash), naming ``source``."""
+    parts = name.replace("\\", "/").split("/")
+    if (not name or name.startswith(("/", "~")) or "\\" in name or ":" in name or "\x00" in name
+            or any(part in ("", ".", "..") for part in parts)):
+        raise ConfigError(f"{source}: run name {name!r} is not a plain relative folder name (no '..', '/' at the "
+                          "start, empty parts, ':' or backslashes); results must stay inside --out")
 
 
 def _run_name(fmt: str, fields: Mapping[str, Any], grid: str) -> str:
@@ -449,7 +461,8 @@ def run_experiment(config: str | Path, out: str | Path | None = None, *, only: S
     specs = [build_spec(r.fields, root / r.name) for r in runs]
     for spec in specs:
         get_method_class(spec.method)
-    root.mkdir(parents=True, exist_ok=True)
+    from ..fsutil import prepare_out_dir
+    prepare_out_dir(root)
     done: list[tuple[RunDef, Path]] = []
     loaded_key, loaded = None, None
     for i, r in enumerate(runs, 1):

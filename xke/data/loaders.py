@@ -15,6 +15,15 @@ Entry points:
   :func:`write_jsonl`, :func:`case_from_dict`.
 - :func:`load_mzsre_train` — MzsRE training TSVs as aligned (question, answer) pairs.
 - :func:`check_bench` — the summary printed by ``xke data check``.
+
+Strictness (so that ``data check`` passing means ``eval`` can read the file):
+only regular files are read (a FIFO is refused, never opened); an empty file
+or one with no records is an error; a string with a NUL character or a lone
+surrogate is refused; a target made only of whitespace and zero-width
+characters counts as empty; deeply nested JSON is a clear error; a Bi-ZsRE
+record must have the same language sides as the others and an ``en`` side,
+and an exact duplicate of an earlier record is refused; two MzsRE files for
+one language (``cs.json`` and ``cz.json``) are refused.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import DataError, XkeError
 from .languages import LANGUAGE_NAMES, MZSRE_LANGUAGES, normalize_lang, parse_langs
-from .schema import EditCase, LangView, Provenance, cases_languages
+from .schema import EditCase, LangView, Provenance, cases_languages, is_blank, text_problem
 
 NQ_PREFIX = "nq question: "
 
@@ -72,7 +81,29 @@ def strip_nq_prefix(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
+def _check_regular(path: Path) -> None:
+    from ..fsutil import is_regular_file
+
+    if path.exists() and not path.is_dir() and not is_regular_file(path):
+        raise DataError("not a regular file (a FIFO, socket or device is never read)", path=str(path))
+
+
+def _json_loads(text: str, path: Path, row: int | None = None) -> Any:
+    """``json.loads`` with one-line errors: bad JSON, NaN/Infinity, too deeply nested."""
+    def bad_constant(name: str):
+        raise DataError(f"{name} is not valid JSON", path=str(path), row=row)
+    try:
+        return json.loads(text, parse_constant=bad_constant)
+    except json.JSONDecodeError as e:
+        msg = (f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})" if row is None
+               else f"invalid JSON on line {row}: {e.msg} (column {e.colno})")
+        raise DataError(msg, path=str(path), row=row) from None
+    except RecursionError:
+        raise DataError("invalid JSON: nested too deeply", path=str(path), row=row) from None
+
+
 def _read_json(path: Path) -> Any:
+    _check_regular(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -81,10 +112,9 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
     except OSError as e:
         raise DataError(f"cannot read: {e.strerror}", path=str(path)) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})", path=str(path)) from None
+    if not text.strip():
+        raise DataError("empty file (no records)", path=str(path))
+    return _json_loads(text, path)
 
 
 def _records(data: Any, path: Path) -> list:
@@ -109,7 +139,10 @@ def _get_str(rec: dict, key: str, *, path: Path, row: int, prefix: str = "", req
         return None
     if not isinstance(v, str):
         raise DataError(f"expected a string, got {_typename(v)} {v!r:.60}", path=str(path), row=row, field=fname)
-    if nonempty and not v.strip():
+    why = text_problem(v)
+    if why:
+        raise DataError(why, path=str(path), row=row, field=fname)
+    if nonempty and is_blank(v):
         raise DataError("empty value (a new target must not be empty)" if "target" in key or key == "alt"
                         else "empty value", path=str(path), row=row, field=fname)
     return v
@@ -184,10 +217,28 @@ def load_bizsre(path: str | Path, langs: str | Sequence[str] | None = None,
     recs = _records(_read_json(p), p)
     want = _want_langs(langs)
     cases = []
+    sides: list[str] | None = None
+    seen: dict[str, int] = {}
     for row, rec in enumerate(recs):
         rec = _get_dict(rec, p, row)
         if not rec:
             raise DataError("record has no language sides", path=str(p), row=row)
+        key = json.dumps(rec, sort_keys=True, ensure_ascii=False)
+        if key in seen:
+            raise DataError(f"duplicate of record {seen[key]} (the same edit twice)", path=str(p), row=row)
+        seen[key] = row
+        have = sorted(_lang_or_error(k, p, row, k) for k in rec)
+        if want is None:
+            if "en" not in have:
+                raise DataError(f"no 'en' side in this record (it has {sorted(rec)}); Bi-ZsRE records have en "
+                                "and zh", path=str(p), row=row, field="en")
+            if sides is None:
+                sides = have
+            elif have != sides:
+                missing = sorted(set(sides) - set(have))
+                raise DataError(f"this record has sides {have}, record 0 has {sides}"
+                                + (f" (no {missing})" if missing else ""), path=str(p), row=row,
+                                field=missing[0] if missing else None)
         views: dict[str, LangView] = {}
         for key, side in rec.items():
             lang = _lang_or_error(key, p, row, key)
@@ -224,6 +275,9 @@ def _mzsre_files(path: Path, suffix: str, want: list[str] | None) -> tuple[dict[
         except XkeError:
             warns.append(f"ignored {f.name}: not a language code")
             continue
+        if lang in files:
+            raise DataError(f"both {files[lang].name} and {f.name} are language '{lang}'; keep one of them",
+                            path=str(path))
         files[lang] = f
     if not files:
         raise DataError(f"no <lang>{suffix} files in this folder", path=str(path))
@@ -298,6 +352,7 @@ class TrainPairs:
 
 
 def _read_lines(path: Path) -> list[str]:
+    _check_regular(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -550,6 +605,10 @@ def case_from_dict(d: Any, *, path: str | Path = "<dict>", row: int = 0,
         if not isinstance(paras, list) or not all(isinstance(x, str) for x in paras):
             raise DataError(f"expected a list of strings, got {_typename(paras)}", path=str(p), row=row,
                             field=pre + "paraphrases")
+        for i, x in enumerate(paras):
+            why = text_problem(x)
+            if why:
+                raise DataError(why, path=str(p), row=row, field=f"{pre}paraphrases[{i}]")
         style = v.get("style", "question")
         if style not in ("question", "cloze"):
             raise DataError(f"expected 'question' or 'cloze', got {style!r}", path=str(p), row=row, field=pre + "style")
@@ -589,11 +648,7 @@ def read_jsonl(path: str | Path, langs: str | Sequence[str] | None = None,
     for lineno, line in enumerate(_read_lines(p), start=1):
         if not line.strip():
             continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON on line {lineno}: {e.msg} (column {e.colno})",
-                            path=str(p), row=lineno) from None
+        d = _json_loads(line, p, lineno)
         case = case_from_dict(d, path=p, row=lineno, warnings=warns)
         if case.case_id in seen:
             raise DataError(f"duplicate case_id {case.case_id!r} (first on line {seen[case.case_id]})",
@@ -643,7 +698,11 @@ def load_bench(bench: str, path: str | Path, langs: str | Sequence[str] | None =
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError("no such file or folder", path=str(p))
-    return _LOADERS[b](p, langs=langs, limit=limit)
+    _check_regular(p)
+    cases = _LOADERS[b](p, langs=langs, limit=limit)
+    if not cases and not cases.skipped and limit != 0:
+        raise DataError("no records (empty file)", path=cases.path or str(p))
+    return cases
 
 
 def check_bench(bench: str, path: str | Path, langs: str | Sequence[str] | None = None) -> dict[str, Any]:
@@ -658,5 +717,8 @@ def check_bench(bench: str, path: str | Path, langs: str | Sequence[str] | None 
             raise DataError("no such file or folder", path=str(p))
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
-            return load_mzsre_train(p, langs).summary()
+            pairs = load_mzsre_train(p, langs)
+        if not len(pairs):
+            raise DataError("no usable training pairs (empty file, or every line broken)", path=str(p))
+        return pairs.summary()
     return load_bench(bench, path, langs=langs).summary()

@@ -171,3 +171,25 @@ def cases_languages(cases: Iterable[EditCase]) -> dict[str, int]:
         for lang in c.views:
             counts[lang] = counts.get(lang, 0) + 1
     return counts
+
+
+#: characters that print as nothing (a target made only of these is empty)
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"
+_ZW_TABLE = {ord(c): None for c in ZERO_WIDTH}
+
+
+def text_problem(s: str) -> str | None:
+    """Why ``s`` is not usable text (a NUL character, or a lone surrogate that is not valid Unicode and
+    cannot be encoded as UTF-8), or ``None`` when it is fine."""
+    if "\x00" in s:
+        return f"contains a NUL character (at character {s.index(chr(0))})"
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"contains a lone surrogate {s[e.start]!r} at character {e.start} (not valid Unicode text)"
+    return None
+
+
+def is_blank(s: str) -> bool:
+    """True when ``s`` shows nothing: only whitespace and zero-width characters (:data:`ZERO_WIDTH`)."""
+    return not s.translate(_ZW_TABLE).strip()

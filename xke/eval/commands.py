@@ -48,6 +48,8 @@ def register(sub, groups) -> None:
                    help="write OUT/deltas.safetensors (sum over batches of each edited matrix's change) + deltas.json")
     p.add_argument("--save-edited", default=None, metavar="DIR",
                    help="save the edited model (save_pretrained + tokenizer) at the end of a batch/sequential run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --save-edited replace an existing model folder (refused otherwise)")
     p.add_argument("--eval-after-each", action="store_true",
                    help="sequential: also evaluate each case right after its own edit")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")

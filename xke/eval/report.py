@@ -93,19 +93,60 @@ def load_run(path: str | Path) -> dict[str, Any]:
     """``metrics.json`` of a run directory (or the file itself), with ``_dir`` and ``_spec`` added."""
     p = Path(path).expanduser()
     f = p / "metrics.json" if p.is_dir() else p
-    if not f.exists():
+    if not f.is_file():
         raise XkeError(f"{p}: no metrics.json (is it an xke eval output directory, and did the run finish?)")
-    try:
-        m = json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise XkeError(f"{f}: invalid JSON ({e})") from e
-    for k in ("method", "edit_lang", "by_test_lang"):
-        if k not in m:
-            raise XkeError(f"{f}: not an xke metrics.json (no {k!r})")
+    m = _read_json_object(f)
+    _check_metrics(m, f)
     spec_f = f.parent / "spec.json"
     m["_dir"] = str(f.parent)
-    m["_spec"] = json.loads(spec_f.read_text(encoding="utf-8")) if spec_f.exists() else {}
+    m["_spec"] = _read_json_object(spec_f) if spec_f.is_file() else {}
     return m
+
+
+def _read_json_object(f: Path) -> dict[str, Any]:
+    from ..errors import DataError
+
+    try:
+        m = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"invalid JSON ({e})", path=str(f)) from None
+    except RecursionError:
+        raise DataError("invalid JSON (nested too deeply)", path=str(f)) from None
+    if not isinstance(m, dict):
+        raise DataError(f"expected a JSON object, got {type(m).__name__}", path=str(f))
+    return m
+
+
+def _check_metrics(m: dict[str, Any], f: Path) -> None:
+    """Refuse a ``metrics.json`` whose shape the report cannot read, naming the field."""
+    from ..errors import DataError
+
+    for k in ("method", "edit_lang", "by_test_lang"):
+        if k not in m:
+            raise DataError("not an xke metrics.json (missing field)", path=str(f), field=k)
+    for k in ("method", "edit_lang"):
+        if not isinstance(m[k], str):
+            raise DataError(f"expected a string, got {m[k]!r:.40}", path=str(f), field=k)
+    if not isinstance(m["by_test_lang"], dict):
+        raise DataError("expected an object keyed by test language", path=str(f), field="by_test_lang")
+    for lang, block in m["by_test_lang"].items():
+        if not isinstance(block, dict):
+            raise DataError("expected an object keyed by query kind", path=str(f), field=f"by_test_lang.{lang}")
+        for kind, vals in block.items():
+            where = f"by_test_lang.{lang}.{kind}"
+            if not isinstance(vals, dict):
+                raise DataError("expected an object of metrics", path=str(f), field=where)
+            for key, v in vals.items():
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise DataError(f"expected a number or null, got {v!r:.40}", path=str(f), field=f"{where}.{key}")
+    for k in ("avg", "n_cases"):
+        v = m.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise DataError(f"expected a number or null, got {v!r:.40}", path=str(f), field=k)
+    for k in ("clm", "after_each", "test_langs"):
+        v = m.get(k)
+        if v is not None and not isinstance(v, (dict, list)):
+            raise DataError(f"expected an object or list, got {v!r:.40}", path=str(f), field=k)
 
 
 def _lang_title(code: str) -> str:
@@ -263,12 +304,28 @@ def merge_runs(dirs: Sequence[str | Path], out: str | Path | None = None) -> tup
     """Merge finished runs into one report; returns the markdown and the files written (if ``out``)."""
     if not dirs:
         raise XkeError("no run directories given")
+    seen: dict[Path, str] = {}
+    for d in dirs:
+        p = Path(d).expanduser()
+        key = (p if p.is_dir() else p.parent).resolve()
+        if key in seen:
+            raise XkeError(f"run {d} is given twice (also as {seen[key]}); each run is one row")
+        seen[key] = str(d)
+    o = None
+    if out is not None:
+        o = Path(out).expanduser()
+        if o.exists() and not o.is_dir():
+            raise XkeError(f"--out {out} is a file, not a folder; give a folder path")
+        if o.exists() and o.resolve() in seen:
+            raise XkeError(f"--out {out} is one of the runs being merged; writing there would replace that run's "
+                           "report.md and heatmap.png. Give another folder")
     runs = [load_run(d) for d in dirs]
     md = render_report(runs, title="xke evaluation (merged)")
     written: list[Path] = []
-    if out is not None:
-        o = Path(out).expanduser()
-        o.mkdir(parents=True, exist_ok=True)
+    if o is not None:
+        from ..fsutil import prepare_out_dir
+
+        prepare_out_dir(o)
         (o / "report.md").write_text(md, encoding="utf-8")
         written.append(o / "report.md")
         merged = [{k: v for k, v in m.items() if k != "_spec"} for m in runs]

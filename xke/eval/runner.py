@@ -35,6 +35,22 @@ for sequential the earlier edits are re-applied (without evaluation) first.
 Units are fixed in advance and every edit is seeded by its unit index, so an
 interrupted and resumed run ends with the same metrics as an uninterrupted one.
 A different spec in an existing ``out`` is refused with the differing fields.
+
+``spec.json`` also records what the spec only names (``resolved``): the
+method's resolved configuration (preset + ``--config`` + overrides), a SHA-256
+of every input file (``--data``, ``--config``, and the edit memory of
+``memory_path`` without the run's own edits) and the run's id. A rerun whose
+resolved inputs differ is refused, so a resumed run never mixes two
+configurations or two data files.
+
+Before any work (model loading, edits) ``run_eval`` checks the device, the
+method (``--mode retrieve`` needs an in-context method), ``--out`` (a writable
+folder, locked against a second concurrent run: ``OUT/.xke.lock``),
+``--save-edited`` (refused when it is the model being read or an existing
+non-empty folder, unless ``overwrite``; written to a temporary folder and
+swapped in) and that every prompt fits the model's context. In retrieve mode
+with a shared ``memory_path`` the run's edits are stored under batch
+``xke-eval-<run id>``; a rerun first deletes what a killed run left there.
 """
 
 from __future__ import annotations
@@ -50,7 +66,7 @@ from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence
 import torch
 
 from ..config import from_dict
-from ..errors import ConfigError, DataError, XkeError
+from ..errors import ConfigError, DataError, ModelError, XkeError
 
 PROTOCOLS = ("single", "batch", "sequential")
 SPLITS = ("train", "heldout", "all")
@@ -90,9 +106,11 @@ class EvalSpec:
     max_new_tokens: int = 16
     token_budget: int = 8192
     method_overrides: dict[str, Any] = field(default_factory=dict)
+    #: let ``save_edited`` replace an existing model folder (even the model being read)
+    overwrite: bool = False
 
     #: fields that may change between a run and its resumption
-    NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out", "save_edited", "device")
+    NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out", "save_edited", "device", "overwrite")
 
     def validate(self) -> None:
         from ..data.languages import normalize_lang, parse_langs
@@ -179,24 +197,130 @@ class ResultsFile:
         self._fh.close()
 
 
-def _check_spec(out: Path, spec: EvalSpec) -> None:
+def _read_spec(out: Path) -> dict[str, Any] | None:
+    """The ``spec.json`` already in ``out`` (``None`` when there is none)."""
     p = out / "spec.json"
+    if not p.exists():
+        return None
+    try:
+        old = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p} is not valid JSON ({e}); delete it or use another --out") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{p} is not an xke spec (a JSON object); delete it or use another --out")
+    return old
+
+
+def _refuse(out: Path, parts: list[str]) -> None:
+    raise ConfigError(f"{out} holds results of a different run ({'; '.join(parts)}); "
+                      "use another --out, or delete the directory to start over")
+
+
+def _check_spec(out: Path, spec: EvalSpec, inputs: dict[str, str | None] | None = None) -> None:
+    """Refuse an ``out`` whose ``spec.json`` differs from ``spec`` (fields, or input file hashes)."""
+    old = _read_spec(out)
+    if old is None:
+        return
     ident = spec.identity()
-    if p.exists():
-        try:
-            old = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p} is not valid JSON ({e}); delete it or use another --out") from e
-        old_ident = {k: v for k, v in old.items() if k not in spec.NON_IDENTITY}
-        diff = sorted(k for k in set(old_ident) | set(ident) if old_ident.get(k) != ident.get(k))
-        if diff:
-            parts = [f"{k}: {old_ident.get(k)!r} -> {ident.get(k)!r}" for k in diff]
-            raise ConfigError(f"{out} holds results of a different run ({'; '.join(parts)}); "
-                              "use another --out, or delete the directory to start over")
-    else:
+    old_ident = {k: v for k, v in old.items() if k not in spec.NON_IDENTITY and k != "resolved"}
+    diff = sorted(k for k in set(old_ident) | set(ident) if old_ident.get(k) != ident.get(k))
+    if diff:
+        _refuse(out, [f"{k}: {old_ident.get(k)!r} -> {ident.get(k)!r}" for k in diff])
+    old_inputs = (old.get("resolved") or {}).get("inputs") or {}
+    changed = [k for k in (inputs or {}) if k in old_inputs and old_inputs[k] != inputs[k]]
+    if changed:
+        names = {"data": f"--data {spec.data}", "config": f"--config {spec.config}", "memory": "the edit memory"}
+        _refuse(out, [f"{names.get(k, k)} changed since the run started (sha256 {str(old_inputs[k])[:12]} -> "
+                      f"{str(inputs[k])[:12]})" for k in changed])
+
+
+def _check_resolved(out: Path, spec: EvalSpec, resolved: dict[str, Any]) -> None:
+    """Compare the resolved method config and inputs with ``spec.json`` (refuse a difference), or write
+    ``spec.json`` with them when the run is new."""
+    old = _read_spec(out)
+    if old is None or "resolved" not in old:
+        if old is not None:  # written before xke recorded inputs: check the options, then record them from now on
+            _check_spec(out, spec)
+        p = out / "spec.json"
         tmp = p.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(spec.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        tmp.write_text(json.dumps({**(old or spec.to_dict()), "resolved": resolved}, indent=2, ensure_ascii=False),
+                       encoding="utf-8")
         os.replace(tmp, p)
+        return
+    _check_spec(out, spec, resolved.get("inputs"))
+    old_cfg = (old.get("resolved") or {}).get("method_config")
+    new_cfg = resolved["method_config"]
+    if old_cfg is not None and old_cfg != new_cfg:
+        keys = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
+        _refuse(out, [f"method option {k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}" for k in keys])
+
+
+def _input_hashes(spec: EvalSpec) -> dict[str, str | None]:
+    """SHA-256 of the data file (or folder) and of the ``--config`` YAML."""
+    from ..fsutil import hash_path
+
+    return {"data": hash_path(spec.data) if spec.data else None,
+            "config": hash_path(spec.config) if spec.config else None}
+
+
+def _run_id(out: Path) -> str:
+    old = _read_spec(out)
+    rid = ((old or {}).get("resolved") or {}).get("run_id")
+    if isinstance(rid, str) and rid:
+        return rid
+    import uuid
+    return uuid.uuid4().hex[:16]
+
+
+#: batch id prefix of the edits an eval run stores in a shared memory (left out of the memory's hash)
+EVAL_BATCH_PREFIX = "xke-eval-"
+
+
+def _check_save_edited(spec: EvalSpec, loaded=None) -> None:
+    """Refuse (before any work) a ``--save-edited`` folder that is the model being read or an existing
+    non-empty folder, unless ``overwrite``; and one that is a file or cannot be written."""
+    if not spec.save_edited:
+        return
+    from ..fsutil import prepare_out_dir
+    from ..models.loading import resolve_model_path
+
+    d = Path(spec.save_edited).expanduser()
+    if d.exists() and not d.is_dir():
+        raise ConfigError(f"--save-edited {d} is a file; give a folder")
+    src = Path(loaded.path) if loaded is not None and getattr(loaded, "path", None) else resolve_model_path(spec.model)
+    same = d.exists() and Path(src).exists() and os.path.samefile(d, src)
+    if same and not spec.overwrite:
+        raise ConfigError(f"--save-edited {d} is the model being evaluated ({spec.model}); writing there would "
+                          "replace its original weights. Give another folder, or pass --overwrite")
+    if d.exists() and any(d.iterdir()) and not spec.overwrite:
+        raise ConfigError(f"--save-edited {d} already exists and is not empty; give a new folder, or pass "
+                          "--overwrite to replace it")
+    prepare_out_dir(d.parent if str(d.parent) else Path("."), what="--save-edited folder")
+
+
+def check_prompt_lengths(cases: Sequence, langs: Sequence[str], tok, formatter, ctx: int | None,
+                         max_new_tokens: int) -> None:
+    """Refuse (before any edit) a query whose formatted prompt plus ``max_new_tokens`` is longer than the
+    model's context ``ctx``: :class:`DataError` naming the file, record and field."""
+    if not ctx:
+        return
+    from ..models.prompts import encode_prompt
+
+    fields = {"reliability": "prompt", "locality": "locality_prompt", "portability": "portability_prompt"}
+    for c in cases:
+        for lang in langs:
+            if lang not in c.views:
+                continue
+            for q in c.queries(lang):
+                n = len(encode_prompt(tok, formatter.format(q.prompt, q.style)))
+                if n + max_new_tokens > ctx:
+                    fname = fields.get(q.kind, f"paraphrases[{q.index}]")
+                    prov = c.provenance
+                    raise DataError(f"case {c.case_id!r}: the {q.kind} prompt is {n} tokens; with max_new_tokens "
+                                    f"{max_new_tokens} it does not fit the model's context of {ctx} tokens "
+                                    "(xke never truncates prompts silently); shorten it or lower --max-new-tokens",
+                                    path=prov.file if prov else None, row=prov.row if prov else None,
+                                    field=f"views.{lang}.{fname}")
 
 
 # ------------------------------------------------------------------------------- cases
@@ -239,6 +363,14 @@ class Evaluator:
         self.formatter = formatter
         self.tok = tokenizer
         self.test_langs = list(test_langs)
+        #: (model context, max_new_tokens): a method prompt that does not fit is refused, never cut
+        self.limits: tuple[int, int] | None = None
+
+    def _check_fits(self, prompt: list[int], case_id: str, q) -> None:
+        if self.limits and len(prompt) + self.limits[1] > self.limits[0]:
+            raise ModelError(f"case {case_id!r}: the {q.kind} prompt in {q.lang} with the method's context is "
+                             f"{len(prompt)} tokens; with max_new_tokens {self.limits[1]} it does not fit the "
+                             f"model's context of {self.limits[0]} tokens (lower top_k/k or --max-new-tokens)")
 
     def tokenize(self, s: str) -> list[int]:
         return list(self.tok(s, add_special_tokens=False)["input_ids"])
@@ -289,6 +421,7 @@ class Evaluator:
                 p, t = encode_prompt_target(self.tok, ptext, q.target, q.lang)
                 items.append((p, t))
                 refs.append(t)
+            self._check_fits(p, cases[ci].case_id, q)
             prompts.append(p)
         preds = self.engine.score(items)
         gens = self.engine.generate(prompts)
@@ -398,29 +531,80 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
     ``loaded`` (a :class:`xke.models.loading.LoadedModel`) reuses a model already in memory; its weights
     are left as they were. ``on_unit`` is called with the number of units finished so far (for tests).
     """
-    from ..methods.base import build_method, get_method_class
-    from ..models.loading import load_model
+    from ..fsutil import DirLock, prepare_out_dir
+    from ..methods.base import get_method_class
+    from ..models.loading import pick_device, pick_dtype
+
+    # checks before any work: options, method, device, --save-edited, --out (then locked)
+    spec.validate()
+    cls = get_method_class(spec.method)  # unknown method: fail before loading the model
+    if spec.mode == "retrieve" and cls.kind != "context":
+        raise ConfigError(f"--mode retrieve applies to in-context methods (ike, lte, xkde); {spec.method} "
+                          "edits weights")
+    if loaded is None:
+        pick_dtype(spec.dtype, pick_device(spec.device))
+    _check_save_edited(spec, loaded)
+    fresh = not Path(spec.out).expanduser().exists()
+    out = prepare_out_dir(spec.out)
+    lock = DirLock(out, "another xke eval").acquire()
+    try:
+        return _run_locked(spec, out, cls, loaded, progress, on_unit)
+    finally:
+        lock.release()
+        if fresh and not (out / "spec.json").exists():  # refused before any result: leave no empty --out
+            _remove_if_only_lock(out)
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    try:
+        if {p.name for p in out.iterdir()} <= {".xke.lock"}:
+            (out / ".xke.lock").unlink(missing_ok=True)
+            out.rmdir()
+    except OSError:
+        pass
+
+
+def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit) -> dict[str, Any]:
+    """:func:`run_eval` once ``out`` is checked and locked."""
+    from ..methods.base import build_method
+    from ..models.loading import context_length, load_model
     from ..models.prompts import PromptFormatter
     from .engine import Engine
     from .report import aggregate, write_run_report
 
-    spec.validate()
-    out = Path(spec.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    _check_spec(out, spec)
+    inputs = _input_hashes(spec)
+    _check_spec(out, spec, inputs)
     cases = load_cases(spec)
-    cls = get_method_class(spec.method)  # unknown method: fail before loading the model
 
     lm = loaded if loaded is not None else load_model(spec.model, dtype=spec.dtype, device=spec.device)
     model, tok = lm.model, lm.tokenizer
     _seed_all(spec.seed)
     formatter = PromptFormatter(tok, mode=spec.template)
+    ctx = context_length(model, tok)
+    check_prompt_lengths(cases, list(dict.fromkeys(spec.edit_langs + list(spec.test_langs))), tok, formatter, ctx,
+                         spec.max_new_tokens)
     overrides = dict(spec.method_overrides or {})
     if cls.kind == "context":
         overrides["mode"] = spec.mode
     method = build_method(spec.method, model, tok, formatter, config_path=spec.config, overrides=overrides)
+    try:
+        resolved = {"run_id": _run_id(out),
+                    "method_config": json.loads(json.dumps(dataclasses.asdict(method.config), default=str)),
+                    "inputs": dict(inputs)}
+        if cls.kind == "context" and spec.mode == "retrieve" and getattr(method.config, "memory_path", None):
+            # the run's edits go to their own batch; a killed run's leftovers are deleted before anything else
+            batch = EVAL_BATCH_PREFIX + resolved["run_id"]
+            method._stream = batch
+            method.memory.delete_batch(batch)
+            resolved["memory_batch"] = batch
+            resolved["inputs"]["memory"] = method.memory.content_hash(exclude_prefix=EVAL_BATCH_PREFIX)
+        _check_resolved(out, spec, resolved)
+    except BaseException:
+        method.close()
+        raise
     engine = Engine(model, tok, max_new_tokens=spec.max_new_tokens, token_budget=spec.token_budget)
     ev = Evaluator(engine, method, formatter, tok, spec.test_langs)
+    ev.limits = (ctx, spec.max_new_tokens) if ctx else None
     results = ResultsFile(out / "cases.jsonl")
     deltas = DeltaAccumulator(out, spec.save_deltas)
     try:
@@ -476,10 +660,14 @@ def _final_records(spec: EvalSpec, results: ResultsFile) -> dict[str, dict[str, 
 
 
 def _save_edited(spec: EvalSpec, lm) -> None:
-    d = Path(spec.save_edited).expanduser()
-    d.mkdir(parents=True, exist_ok=True)
-    lm.model.save_pretrained(d, safe_serialization=True)
-    lm.tokenizer.save_pretrained(d)
+    """Save the edited model into ``--save-edited`` through a temporary folder swapped in at the end."""
+    from ..fsutil import replace_dir
+
+    def fill(tmp: Path) -> None:
+        lm.model.save_pretrained(tmp, safe_serialization=True)
+        lm.tokenizer.save_pretrained(tmp)
+
+    replace_dir(Path(spec.save_edited).expanduser(), fill)
 
 
 def _deltas_meta(spec: EvalSpec, n_cases: int, n_batches: int) -> dict[str, Any]:
@@ -574,7 +762,7 @@ def spec_from_args(args) -> EvalSpec:
     d = {k: getattr(args, k) for k in ("model", "out", "method", "bench", "data", "edit_lang", "test_langs",
                                        "protocol", "batch_size", "limit", "seed", "config", "split", "mode",
                                        "save_deltas", "save_edited", "eval_after_each", "dtype", "device",
-                                       "template", "max_new_tokens")
+                                       "template", "max_new_tokens", "overwrite")
          if getattr(args, k, None) is not None}
     if isinstance(d.get("test_langs"), str):
         d["test_langs"] = [s for s in d["test_langs"].split(",") if s.strip()]

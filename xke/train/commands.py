@@ -74,8 +74,8 @@ def _cfg(args, overrides=None):
     ov = overrides or {}
     if getattr(args, "langs", None):
         ov.setdefault("data", {})["langs"] = parse_langs(args.langs)
-    if getattr(args, "train_threads", None):
-        ov["threads"] = args.train_threads
+    if getattr(args, "train_threads", None) is not None:
+        ov["threads"] = args.train_threads  # checked (> 0) with the config
     return load_train_config(args.preset, args.config, ov)
 
 
@@ -155,6 +155,8 @@ def cmd_tlpo(args) -> int:
     out = Path(args.out)
     pairs_dir = Path(args.pairs) if args.pairs else out / "pairs"
     if not args.pairs:
+        _require_file(Path(args.data) / "train.jsonl" if Path(args.data).is_dir() else Path(args.data),
+                      "--data: XE-IT data (a folder from `xke data build-xeit` holding train.jsonl)")
         rows = select_prompts(read_rows(Path(args.data) / "train.jsonl"), cfg.sampling)
         recs = sample_for_rows(args.model, rows, cfg.sampling, out / "samples.jsonl")
         score_records(recs, build_scorer(cfg.scoring), cfg.scoring.sample_lang)
@@ -162,6 +164,16 @@ def cmd_tlpo(args) -> int:
     m = train_tlpo(args.model, pairs_dir, out / "model", cfg.tlpo)
     print(json.dumps({k: v for k, v in m.items() if k != "config"}, indent=2))
     return 0
+
+
+def _require_file(p: Path, what: str) -> None:
+    """A clear error (before any work) when an input file is missing or empty."""
+    from ..errors import DataError
+
+    if not p.is_file():
+        raise DataError(f"no such file; {what}", path=str(p))
+    if p.stat().st_size == 0 or not p.read_text(encoding="utf-8", errors="replace").strip():
+        raise DataError(f"empty file (no rows); {what}", path=str(p))
 
 
 def cmd_xkde(args) -> int:

@@ -467,10 +467,12 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                                  force="tlpo" in force)
         final = str(out / "model")
     elif run_xeit:
-        import shutil
+        from ..fsutil import replace_dir
 
-        if not (out / "model" / "config.json").exists():
-            shutil.copytree(out / "xeit", out / "model", dirs_exist_ok=True)
+        done = out / "model" / ".xke-copied"   # written last: a copy cut short by a kill is redone
+        if not done.exists():
+            replace_dir(out / "model", lambda tmp: (shutil.copytree(out / "xeit", tmp, dirs_exist_ok=True),
+                                                    (tmp / ".xke-copied").write_text("xeit\n")))
         final = str(out / "model")
     # 7. evaluation
     if "eval" in cfg.stages:
