@@ -43,7 +43,8 @@ BENCHES = ("bizsre", "mzsre", "clm", "jsonl")
 _ZSRE_FIELDS = ("subject", "src", "rephrase", "alt", "loc", "loc_ans", "portability")
 _CLM_FIELDS = ("prompt", "target_new", "subject", "ground_truth", "rephrase_prompt", "loc", "loc_ans")
 _VIEW_FIELDS = {"subject", "prompt", "target_new", "target_old", "paraphrases", "locality_prompt",
-                "locality_answer", "portability_prompt", "portability_answer", "style"}
+                "locality_answer", "portability_prompt", "portability_answer", "style", "locality_prefix",
+                "extra_locality", "extra_portability"}
 
 
 class LoadedCases(list):
@@ -69,6 +70,11 @@ class LoadedCases(list):
 def strip_nq_prefix(text: str) -> str:
     """Remove the literal ``"nq question: "`` prefix (only as a prefix; nothing else changes)."""
     return text.removeprefix(NQ_PREFIX)
+
+
+def nq_prefix_of(text: str | None) -> str:
+    """The prefix :func:`strip_nq_prefix` removes from ``text`` (``""`` when none)."""
+    return NQ_PREFIX if text and text.startswith(NQ_PREFIX) else ""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -158,7 +164,7 @@ def _zsre_view(rec: Any, path: Path, row: int, prefix: str = "") -> LangView:
     return LangView(subject=subject, prompt=src, target_new=alt, target_old=None,
                     paraphrases=[rephrase] if rephrase else [],
                     locality_prompt=strip_nq_prefix(loc) if loc else None,
-                    locality_answer=loc_ans,
+                    locality_answer=loc_ans, locality_prefix=nq_prefix_of(loc),
                     portability_prompt=pq or None, portability_answer=pa or None, style="question")
 
 
@@ -396,7 +402,7 @@ def _clm_view(rec: Any, path: Path, row: int, prefix: str) -> tuple[LangView, An
     view = LangView(subject=subject, prompt=prompt, target_new=target, target_old=old or None,
                     paraphrases=[reph] if reph else [],
                     locality_prompt=strip_nq_prefix(loc) if loc else None, locality_answer=loc_ans,
-                    style="cloze")
+                    locality_prefix=nq_prefix_of(loc), style="cloze")
     return view, cid
 
 
@@ -563,8 +569,22 @@ def case_from_dict(d: Any, *, path: str | Path = "<dict>", row: int = 0,
             locality_answer=_get_str(v, "locality_answer", required=False, **kw),
             portability_prompt=_get_str(v, "portability_prompt", required=False, **kw),
             portability_answer=_get_str(v, "portability_answer", required=False, **kw),
-            style=style)
+            style=style,
+            locality_prefix=_get_str(v, "locality_prefix", required=False, **kw) or "",
+            extra_locality=_qa_pairs(v.get("extra_locality"), p, row, pre + "extra_locality"),
+            extra_portability=_qa_pairs(v.get("extra_portability"), p, row, pre + "extra_portability"))
     return EditCase(str(cid), views, Provenance(str(p), row), meta=dict(meta))
+
+
+def _qa_pairs(v: Any, path: Path, row: int, fname: str) -> list[list[str]]:
+    """A list of ``[question, answer]`` string pairs (``None`` -> empty)."""
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, (list, tuple)) and len(x) == 2
+                                          and all(isinstance(y, str) for y in x) for x in v):
+        raise DataError(f"expected a list of [question, answer] string pairs, got {_typename(v)} {v!r:.60}",
+                        path=str(path), row=row, field=fname)
+    return [list(x) for x in v]
 
 
 def read_jsonl(path: str | Path, langs: str | Sequence[str] | None = None,

@@ -55,6 +55,11 @@ def register(sub, groups) -> None:
     p.add_argument("--template", choices=["auto", "chat", "plain"], default="auto",
                    help="prompt format: the tokenizer's chat template, plain 'Q: ... A:', or auto")
     p.add_argument("--max-new-tokens", type=int, default=16, help="greedy generation length limit (default 16)")
+    p.add_argument("--profile", default=None, choices=["xke", "xkde-release", "bizsre", "easyedit"],
+                   help="whose metric definitions to follow: xke (default), xkde-release (the released X-KDE "
+                        "eval.py), bizsre (Bi-ZsRE's script), easyedit; see docs/profiles.md")
+    p.add_argument("--system-prompt", default=None, metavar="TEXT",
+                   help="system message of chat prompts (default: the profile's, else the chat template's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
@@ -89,7 +94,7 @@ def cmd_eval(args) -> int:
 def _print_summary(m: dict, out: str) -> None:
     from .report import render_tables
 
-    print(render_tables([dict(m, _spec={})], ("tf_acc", "f1")))
+    print(render_tables([dict(m, _spec={})]))
     if m.get("clm"):
         print("clm:", json.dumps(m["clm"]))
     print(f"avg (tf_acc) = {m['avg']}; n_cases = {m['n_cases']}; results in {out}")

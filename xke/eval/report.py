@@ -28,9 +28,14 @@ from ..errors import XkeError
 
 KIND_TITLES = {"reliability": "Reliability", "generality": "Generality", "locality": "Locality",
                "portability": "Portability"}
-METRIC_KEYS = ("tf_acc", "f1", "em")
+#: every per-query metric, in table order (definitions: :data:`xke.eval.profiles.METRIC_DEFINITIONS`)
+METRIC_KEYS = ("tf_acc", "f1", "em", "tf_f1", "tf_em", "loc_acc", "loc_f1", "loc_em")
+#: a table's metric -> the key its Locality column reads when locality is forced on the dataset's loc_ans
+DATASET_LOCALITY = {"tf_acc": "loc_acc", "tf_f1": "loc_f1", "tf_em": "loc_em"}
 METRIC_TITLES = {"tf_acc": "teacher-forced token accuracy (%)", "f1": "token F1 of generated answers (%)",
-                 "em": "exact match of generated answers (%)"}
+                 "em": "exact match of generated answers (%)",
+                 "tf_f1": "token F1 of the decoded teacher-forced argmax (%)",
+                 "tf_em": "exact match of the decoded teacher-forced argmax (%)"}
 
 
 def _mean(xs: Iterable[float | None]) -> float | None:
@@ -51,18 +56,25 @@ def aggregate(records: Sequence[dict[str, Any]], spec) -> dict[str, Any]:
         block: dict[str, dict[str, float | None]] = {}
         for kind in QUERY_KINDS:
             per_case: dict[str, list[float | None]] = {k: [] for k in METRIC_KEYS}
+            present: set[str] = set()
             for rec in records:
                 qs = [q for q in rec["queries"] if q["lang"] == lang and q["kind"] == kind]
                 if not qs:
                     continue
+                present |= {k for q in qs for k in q if k in per_case}
                 for k in METRIC_KEYS:
                     per_case[k].append(_mean(q.get(k) for q in qs))
-            if per_case["tf_acc"] or per_case["f1"]:
-                block[kind] = {k: _pct(_mean(per_case[k])) for k in METRIC_KEYS}
+            if present:
+                block[kind] = {k: _pct(_mean(per_case[k])) for k in METRIC_KEYS if k in present}
         by_lang[lang] = block
-    tf = [v["tf_acc"] for b in by_lang.values() for v in b.values()]
+    # avg: the teacher-forced accuracy figures (locality: loc_acc where the profile forces the dataset's answer)
+    tf = [v.get("tf_acc", v.get("loc_acc")) for b in by_lang.values() for v in b.values()]
     avg = _mean(tf)
+    from .profiles import METRIC_DEFINITIONS
+    used = [k for k in METRIC_KEYS if any(k in v for b in by_lang.values() for v in b.values())]
     metrics: dict[str, Any] = {
+        "profile": getattr(spec, "profile", "xke"), "system_prompt": getattr(spec, "system_prompt", None),
+        "metric_definitions": {k: METRIC_DEFINITIONS[k] for k in used},
         "method": spec.method, "model": spec.model, "bench": spec.bench, "edit_lang": spec.edit_lang,
         "test_langs": test_langs, "protocol": spec.protocol, "batch_size": spec.batch_size,
         "n_cases": len(records), "by_test_lang": by_lang,
@@ -79,7 +91,9 @@ def clm_block(by_lang: dict[str, Any], edit_lang: str) -> dict[str, float | None
     """CLM-Bench scores (percent) from a ``by_test_lang`` block (tf_acc figures)."""
     from .metrics import clm_scores
 
-    s = clm_scores({k: by_lang[k] for k in ("zh", "en")}, edit_lang, key="tf_acc")
+    tf = {lang: {kind: {"tf_acc": v.get("tf_acc", v.get("loc_acc"))} for kind, v in by_lang[lang].items()}
+          for lang in ("zh", "en")}
+    s = clm_scores(tf, edit_lang, key="tf_acc")
 
     def r2(x):
         return None if x is None else round(float(x), 2)
@@ -119,14 +133,14 @@ def _row_labels(runs: Sequence[dict[str, Any]]) -> list[str]:
         return {"method": m["method"], "mode": sp.get("mode") if sp.get("mode") == "retrieve" else None,
                 "protocol": f"{m.get('protocol')}" + (f" x{m.get('batch_size')}" if m.get("protocol") != "single"
                                                       else ""),
-                "model": m.get("model"), "bench": m.get("bench")}
+                "model": m.get("model"), "bench": m.get("bench"), "profile": m.get("profile", "xke")}
     ps = [parts(m) for m in runs]
     labels = []
     for p in ps:
         extra = []
         if p["mode"]:
             extra.append("retrieve")
-        for k in ("protocol", "model", "bench"):
+        for k in ("protocol", "model", "bench", "profile"):
             if len({q[k] for q in ps}) > 1:
                 extra.append(str(p[k]))
         labels.append(p["method"] + (f" ({', '.join(extra)})" if extra else ""))
@@ -137,14 +151,41 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
 
-def render_tables(runs: Sequence[dict[str, Any]], metric_keys: Sequence[str] = ("tf_acc", "f1")) -> str:
-    """Markdown tables in the layout of X-KDE Table 1 (see module docstring)."""
+def table_columns(runs: Sequence[dict[str, Any]], key: str) -> list[tuple[str, str, str, str]]:
+    """The columns of table ``key`` over ``runs``: ``(test_lang, kind, metric_key, header)``.
+
+    The Locality column reads ``key`` (locality against the model's own pre-edit answer) or its
+    dataset-answer form (``loc_acc``, ...; header ``Locality (loc_ans)``); runs with both get both columns."""
     langs: list[str] = []
     for m in runs:
         for lang in m.get("test_langs") or list(m["by_test_lang"]):
             if lang not in langs:
                 langs.append(lang)
-    kinds = [k for k in QUERY_KINDS if any(k in m["by_test_lang"].get(lang, {}) for m in runs for lang in langs)]
+    cols = []
+    for lang in langs:
+        for kind in QUERY_KINDS:
+            keys = [key] + ([DATASET_LOCALITY[key]] if kind == "locality" and key in DATASET_LOCALITY else [])
+            for k in keys:
+                if any(k in (m["by_test_lang"].get(lang, {}).get(kind) or {}) for m in runs):
+                    head = f"{lang} {KIND_TITLES[kind]}" + (" (loc_ans)" if k != key else "")
+                    cols.append((lang, kind, k, head))
+    return cols
+
+
+def present_metrics(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The table metrics (``tf_acc``, ``f1``, ``tf_f1``, ...) some run reports."""
+    have = {k for m in runs for b in m["by_test_lang"].values() for v in b.values() for k in v}
+    out = []
+    for key in METRIC_TITLES:
+        if key in have or DATASET_LOCALITY.get(key) in have:
+            out.append(key)
+    return [k for k in out if k not in ("em", "tf_em")] or ["tf_acc"]
+
+
+def render_tables(runs: Sequence[dict[str, Any]], metric_keys: Sequence[str] | None = None) -> str:
+    """Markdown tables in the layout of X-KDE Table 1 (see module docstring); ``metric_keys`` default: the
+    accuracy and F1 metrics the runs report."""
+    metric_keys = present_metrics(runs) if metric_keys is None else metric_keys
     labels = _row_labels(runs)
     edit_langs: list[str] = []
     for m in runs:
@@ -152,9 +193,10 @@ def render_tables(runs: Sequence[dict[str, Any]], metric_keys: Sequence[str] = (
             edit_langs.append(m["edit_lang"])
     lines: list[str] = []
     for key in metric_keys:
+        cols = table_columns(runs, key)
         lines.append(f"### {METRIC_TITLES[key][0].upper() + METRIC_TITLES[key][1:]}")
         lines.append("")
-        header = ["Method"] + [f"{lang} {KIND_TITLES[k]}" for lang in langs for k in kinds] + ["Avg."]
+        header = ["Method"] + [c[3] for c in cols] + ["Avg."]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
         for el in edit_langs:
@@ -162,7 +204,7 @@ def render_tables(runs: Sequence[dict[str, Any]], metric_keys: Sequence[str] = (
             for m, label in zip(runs, labels):
                 if m["edit_lang"] != el:
                     continue
-                vals = [m["by_test_lang"].get(lang, {}).get(k, {}).get(key) for lang in langs for k in kinds]
+                vals = [(m["by_test_lang"].get(lang, {}).get(kind) or {}).get(k) for lang, kind, k, _ in cols]
                 avg = m.get("avg") if key == "tf_acc" else _mean(vals)
                 avg = None if avg is None else round(avg, 2)
                 lines.append("| " + " | ".join([label] + [_fmt(v) for v in vals] + [_fmt(avg)]) + " |")
@@ -188,10 +230,16 @@ def _describe(runs: Sequence[dict[str, Any]]) -> str:
     return f"{txt}; cases per run: {', '.join(str(x) for x in sorted(n, key=str))}"
 
 
+def _profiles_line(runs: Sequence[dict[str, Any]]) -> str:
+    profs = sorted({str(m.get("profile", "xke")) for m in runs})
+    return f"Evaluation profile: {', '.join(profs)} (docs/profiles.md)."
+
+
 def render_report(runs: Sequence[dict[str, Any]], title: str = "xke evaluation") -> str:
     parts = [f"# {title}", "", _describe(runs), "",
-             "Locality compares post-edit with pre-edit predictions of the same model. "
-             "Avg. = mean of the row's figures.", "", render_tables(runs)]
+             "Locality compares post-edit with pre-edit predictions of the same model (forcing its own pre-edit "
+             "answer; `(loc_ans)`: forcing the dataset's answer). Avg. = mean of the row's figures.",
+             _profiles_line(runs), "", render_tables(runs)]
     if any(m.get("after_each") for m in runs):
         parts.append("### Right after each edit (sequential, tf_acc %)\n")
         after = [dict(m, by_test_lang=m["after_each"]["by_test_lang"], avg=m["after_each"]["avg"], clm=None)
