@@ -27,7 +27,8 @@ def register(sub, groups) -> None:
                    help="local Hugging Face model directory, a built-in tiny config (tiny-llama, ...), "
                         "'world' (the default toy-world model) or 'world:DIR'")
     p.add_argument("--method", default="none", help=f"editing method: {', '.join(METHOD_MODULES)} (default: none)")
-    p.add_argument("--bench", default="jsonl", help="bizsre, mzsre, clm or jsonl (xke's own format; default)")
+    p.add_argument("--bench", default="jsonl",
+                   help="bizsre, mzsre, clm, knowedit (KnowEdit ZsRE) or jsonl (xke's own format; default)")
     p.add_argument("--data", required=True, help="benchmark file or folder")
     p.add_argument("--edit-lang", default="en", help="language the edits are made in, or 'mix' (zh and en at once)")
     p.add_argument("--test-langs", default="en", help="comma-separated test languages (default: en)")
