@@ -69,6 +69,14 @@ def register(sub, groups) -> None:
                                    "X-KDE-Table-1-style report (tf_acc and F1 tables, CLM-Bench scores, heatmap).")
     r.add_argument("dirs", nargs="+", help="output directories of xke eval")
     r.add_argument("--out", default=None, help="write report.md, runs.json and heatmap.png here")
+    r.add_argument("--layout", default="table1",
+                   choices=["table1", "table2", "table4", "table5", "table6", "clm1", "clm2"],
+                   help="paper layout: table1 (X-KDE Table 1, default), table2 (MzsRE, per metric, en-xx columns "
+                        "and en-avg), table4/5/6 (X-KDE ablations), clm1/clm2 (CLM-Bench Tables 1-2)")
+    r.add_argument("--metric", default="tf_acc", choices=["tf_acc", "tf_f1", "f1", "tf_em", "em"],
+                   help="figure shown by layouts other than table1 (default tf_acc)")
+    r.add_argument("--labels", default=None,
+                   help="comma-separated row names, one per run directory (ablation variants)")
     r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="evaluate every available method on the toy world (README's first command)",
@@ -104,7 +112,8 @@ def _print_summary(m: dict, out: str) -> None:
 def cmd_report(args) -> int:
     from .report import merge_runs
 
-    md, written = merge_runs(args.dirs, args.out)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    md, written = merge_runs(args.dirs, args.out, layout=args.layout, metric=args.metric, labels=labels)
     print(md)
     for p in written:
         print(f"wrote {p}", file=sys.stderr)

@@ -307,12 +307,17 @@ def write_run_report(out: str | Path, metrics: dict[str, Any]) -> None:
     write_heatmap([m], out / "heatmap.png")
 
 
-def merge_runs(dirs: Sequence[str | Path], out: str | Path | None = None) -> tuple[str, list[Path]]:
-    """Merge finished runs into one report; returns the markdown and the files written (if ``out``)."""
+def merge_runs(dirs: Sequence[str | Path], out: str | Path | None = None, *, layout: str = "table1",
+               metric: str = "tf_acc", labels: Sequence[str] | None = None) -> tuple[str, list[Path]]:
+    """Merge finished runs into one report in ``layout`` (:data:`LAYOUTS`); returns the markdown and the files
+    written (if ``out``)."""
     if not dirs:
         raise XkeError("no run directories given")
     runs = [load_run(d) for d in dirs]
-    md = render_report(runs, title="xke evaluation (merged)")
+    if layout == "table1" and labels is None:
+        md = render_report(runs, title="xke evaluation (merged)")
+    else:
+        md = render_layout(runs, layout, metric=metric, labels=labels)
     written: list[Path] = []
     if out is not None:
         o = Path(out).expanduser()
@@ -324,3 +329,160 @@ def merge_runs(dirs: Sequence[str | Path], out: str | Path | None = None) -> tup
         written.append(o / "runs.json")
         written.append(write_heatmap(runs, o / "heatmap.png"))
     return md, written
+
+
+# ------------------------------------------------------------------------------- paper layouts
+#: ``xke report --layout NAME``: what each layout reproduces
+LAYOUTS = {
+    "table1": "X-KDE Table 1: per edit language, rows = methods, test language x R/G/L/P, Avg.",
+    "table2": "X-KDE Table 2 (MzsRE): one block per metric, columns edit-test (en-en ... en-zh), per-metric "
+              "en-avg over the test languages",
+    "table4": "X-KDE Table 4 (stage ablation): rows = runs, one average per edit language (en-avg, zh-avg)",
+    "table5": "X-KDE Table 5 (data ablation): rows = runs, R. G. L. P. for each edit-test pair",
+    "table6": "X-KDE Table 6 (preference optimisation): rows = runs, Eff. Gen. Loc. Por. Avg. per edit-test pair",
+    "clm1": "CLM-Bench Table 1: zh/en score, zh and en R/G/L, trans per method and editing language",
+    "clm2": "CLM-Bench Table 2: Table 1 with the batch size",
+}
+SHORT = {"reliability": "R.", "generality": "G.", "locality": "L.", "portability": "P."}
+TABLE6 = {"reliability": "Eff.", "generality": "Gen.", "locality": "Loc.", "portability": "Por."}
+
+
+def metric_value(m: dict[str, Any], lang: str, kind: str, key: str) -> float | None:
+    """A run's figure for ``(test lang, kind)`` under table metric ``key`` (locality: ``key`` or its
+    dataset-answer form ``loc_*``)."""
+    block = (m["by_test_lang"].get(lang) or {}).get(kind) or {}
+    v = block.get(key)
+    if v is None and kind == "locality" and key in DATASET_LOCALITY:
+        v = block.get(DATASET_LOCALITY[key])
+    return v
+
+
+def _groups(runs: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Runs merged by (label, edit language): ``(label, edit_lang, by_test_lang)``, in first-seen order.
+    Several runs of one method (e.g. one per test language) fill one row; a test language measured twice
+    for the same row is an error."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for m, lb in zip(runs, labels):
+        k = (lb, m["edit_lang"])
+        merged = out.setdefault(k, {})
+        for lang, block in m["by_test_lang"].items():
+            if lang in merged and block:
+                raise XkeError(f"{m.get('_dir', 'a run')}: test language {lang!r} of {lb!r} (edit {k[1]}) is "
+                               "already given by another run; name the rows apart with --labels")
+            if block:
+                merged[lang] = block
+    return [(lb, el, b) for (lb, el), b in out.items()]
+
+
+def _kinds_of(groups, key) -> list[str]:
+    return [k for k in QUERY_KINDS if any(metric_value({"by_test_lang": b}, lang, k, key) is not None
+                                          for _, _, b in groups for lang in b)]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def render_table2(runs, labels, key: str = "tf_acc") -> str:
+    """X-KDE Table 2: per edit language, one block per metric (rows = methods), columns ``edit-test`` for every
+    test language (MzsRE order) and ``edit-avg`` = mean over those test languages of that metric."""
+    from ..data.languages import MZSRE_LANGUAGES
+
+    groups = _groups(runs, labels)
+    lines = [f"### {METRIC_TITLES[key][0].upper() + METRIC_TITLES[key][1:]}, X-KDE Table 2 layout", ""]
+    for el in dict.fromkeys(g[1] for g in groups):
+        gs = [g for g in groups if g[1] == el]
+        langs = sorted({lang for _, _, b in gs for lang in b},
+                       key=lambda x: (MZSRE_LANGUAGES.index(x) if x in MZSRE_LANGUAGES else 99, x))
+        header = ["Metrics", "Methods"] + [f"{el}-{t}" for t in langs] + [f"{el}-avg"]
+        rows = []
+        for kind in _kinds_of(gs, key):
+            for i, (lb, _, b) in enumerate(gs):
+                vals = [metric_value({"by_test_lang": b}, t, kind, key) for t in langs]
+                avg = _mean(vals)
+                rows.append([KIND_TITLES[kind] if i == 0 else "", lb] + [_fmt(v) for v in vals]
+                            + [_fmt(None if avg is None else round(avg, 2))])
+        lines += _table(header, rows) + [""]
+    return "\n".join(lines)
+
+
+def render_table4(runs, labels, key: str = "tf_acc") -> str:
+    """X-KDE Table 4: one row per run label, one column per edit language: the mean of all its figures
+    (every test language and metric, as Table 1's Avg.)."""
+    groups = _groups(runs, labels)
+    els = list(dict.fromkeys(g[1] for g in groups))
+    rows = []
+    for lb in dict.fromkeys(g[0] for g in groups):
+        cells = []
+        for el in els:
+            b = next((b for l2, e2, b in groups if l2 == lb and e2 == el), None)
+            vals = [] if b is None else [metric_value({"by_test_lang": b}, t, k, key) for t in b for k in QUERY_KINDS]
+            avg = _mean(vals)
+            cells.append(_fmt(None if avg is None else round(avg, 2)))
+        rows.append([lb] + cells)
+    return "\n".join([f"### X-KDE Table 4 layout ({key}, %)", ""] + _table(["Methods"] + [f"{e}-avg" for e in els],
+                                                                             rows) + [""])
+
+
+def _pair_table(runs, labels, key, short, with_avg: bool, title: str) -> str:
+    groups = _groups(runs, labels)
+    pairs = list(dict.fromkeys((el, t) for _, el, b in groups for t in b))
+    kinds = _kinds_of(groups, key)
+    header = ["Methods"] + [f"{el}-{t} {short[k]}" for el, t in pairs for k in kinds] + (["Avg."] if with_avg else [])
+    rows = []
+    for lb in dict.fromkeys(g[0] for g in groups):
+        vals = []
+        for el, t in pairs:
+            b = next((b for l2, e2, b in groups if l2 == lb and e2 == el), {})
+            vals += [metric_value({"by_test_lang": b}, t, k, key) for k in kinds]
+        avg = _mean(vals)
+        rows.append([lb] + [_fmt(v) for v in vals] + ([_fmt(None if avg is None else round(avg, 2))] if with_avg
+                                                       else []))
+    return "\n".join([f"### {title} ({key}, %)", ""] + _table(header, rows) + [""])
+
+
+def render_clm(runs, labels, key: str = "tf_acc", batch: bool = False) -> str:
+    """CLM-Bench Tables 1-2: per run, zh_score, en_score, zh and en R/G/L and trans (percent)."""
+    from .metrics import clm_scores
+
+    header = ["Model"] + (["Batch size"] if batch else []) + ["Methods", "Editing Language", "zh score", "en score"]
+    header += [f"{lang} {KIND_TITLES[k]}" for lang in ("zh", "en") for k in ("reliability", "generality", "locality")]
+    header += ["trans"]
+    rows = []
+    for m, lb in zip(runs, labels):
+        by = {lang: {k: metric_value(m, lang, k, key) for k in ("reliability", "generality", "locality")}
+              for lang in ("zh", "en") if lang in m["by_test_lang"]}
+        s = clm_scores(by, m["edit_lang"])
+        trans = None if s["trans"] is None else round(100 * s["trans"], 2)
+        lang_name = {"zh": "Chinese", "en": "English"}.get(m["edit_lang"], m["edit_lang"])
+        row = [str(m.get("model"))] + ([str(m.get("batch_size"))] if batch else []) + [lb, lang_name]
+        row += [_fmt(None if s[f"{x}_score"] is None else round(s[f"{x}_score"], 2)) for x in ("zh", "en")]
+        row += [_fmt(by.get(lang, {}).get(k)) for lang in ("zh", "en") for k in ("reliability", "generality", "locality")]
+        rows.append(row + [_fmt(trans)])
+    return "\n".join([f"### CLM-Bench Table {'2' if batch else '1'} layout ({key}, %)", ""] + _table(header, rows)
+                     + [""])
+
+
+def render_layout(runs: Sequence[dict[str, Any]], layout: str = "table1", *, metric: str = "tf_acc",
+                  labels: Sequence[str] | None = None) -> str:
+    """Markdown of ``runs`` in paper layout ``layout`` (see :data:`LAYOUTS`); ``labels`` name the rows (one per
+    run; default: the method, with what tells runs apart)."""
+    if layout not in LAYOUTS:
+        raise XkeError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if metric not in METRIC_TITLES:
+        raise XkeError(f"unknown metric {metric!r}; use one of {', '.join(METRIC_TITLES)}")
+    if labels is not None and len(labels) != len(runs):
+        raise XkeError(f"--labels gives {len(labels)} names for {len(runs)} runs")
+    labels = list(labels) if labels is not None else _row_labels(runs)
+    if layout == "table1":
+        return render_report([dict(m, method=lb) for m, lb in zip(runs, labels)] if labels else runs,
+                             title="xke evaluation (merged)")
+    body = {"table2": lambda: render_table2(runs, labels, metric),
+            "table4": lambda: render_table4(runs, labels, metric),
+            "table5": lambda: _pair_table(runs, labels, metric, SHORT, False, "X-KDE Table 5 layout"),
+            "table6": lambda: _pair_table(runs, labels, metric, TABLE6, True, "X-KDE Table 6 layout"),
+            "clm1": lambda: render_clm(runs, labels, metric),
+            "clm2": lambda: render_clm(runs, labels, metric, batch=True)}[layout]()
+    return "\n".join([f"# xke evaluation: {LAYOUTS[layout]}", "", _describe(runs), _profiles_line(runs), "", body])
