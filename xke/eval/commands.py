@@ -88,6 +88,7 @@ def register(sub, groups) -> None:
     d.add_argument("--preset", default="default", help="toy-world preset (default: default; tests use tiny)")
     d.add_argument("--methods", default=None, help="comma-separated methods (default: every available one)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--system-prompt", default=None, metavar="TEXT", help="system message of chat prompts")
     d.set_defaults(func=cmd_demo)
 
 
@@ -124,5 +125,6 @@ def cmd_demo(args) -> int:
     from ..demo import run_demo
 
     methods = [s.strip() for s in args.methods.split(",") if s.strip()] if args.methods else None
-    run_demo(out=args.out, n=args.n, preset=args.preset, methods=methods, progress=not args.quiet)
+    run_demo(out=args.out, n=args.n, preset=args.preset, methods=methods, progress=not args.quiet,
+             system_prompt=args.system_prompt)
     return 0
