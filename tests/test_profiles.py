@@ -283,3 +283,21 @@ def test_release_formatter_strings(tmp_path):
     assert own.startswith("<|im_start|>system\nBe brief.<|im_end|>")
     with pytest.raises(Exception, match="unknown evaluation profile"):
         get_profile("nope")
+
+
+def test_cli_profile_and_system_prompt_recorded(tmp_path, capsys):
+    from xke.cli import main
+
+    data = _hand_case(tmp_path)
+    out = tmp_path / "cli"
+    rc = main(["--threads", "1", "eval", "--model", "tiny-llama", "--data", data, "--out", str(out), "--profile",
+               "bizsre", "--system-prompt", "Be brief.", "--quiet"])
+    assert rc == 0
+    spec = json.loads((out / "spec.json").read_text())
+    m = json.loads((out / "metrics.json").read_text())
+    assert (spec["profile"], spec["system_prompt"]) == ("bizsre", "Be brief.")
+    assert (m["profile"], m["system_prompt"]) == ("bizsre", "Be brief.")
+    assert "loc_acc" in m["by_test_lang"]["en"]["locality"] and "Locality (loc_ans)" in capsys.readouterr().out
+    # resuming with another profile is refused (different quantities)
+    rc = main(["eval", "--model", "tiny-llama", "--data", data, "--out", str(out), "--quiet"])
+    assert rc == 2 and "profile" in capsys.readouterr().err
