@@ -79,15 +79,20 @@ def nq_prefix_of(text: str | None) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-def _read_json(path: Path) -> Any:
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file; a one-line :class:`DataError` naming the file when it is missing or unreadable."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError("file not found", path=str(path)) from None
     except UnicodeDecodeError as e:
         raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
     except OSError as e:
         raise DataError(f"cannot read: {e.strerror}", path=str(path)) from None
+
+
+def _read_json(path: Path) -> Any:
+    text = read_text_file(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

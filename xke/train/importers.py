@@ -34,12 +34,9 @@ CHAT_ROLES = ("system", "user", "assistant")
 
 def _read_records(path: Path) -> list:
     """A JSON array, or JSON Lines, of records; clear errors for anything else."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError("file not found", path=str(path)) from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
+    from ..data.loaders import read_text_file
+
+    text = read_text_file(path)
     s = text.lstrip()
     if s.startswith("["):
         try:
