@@ -176,7 +176,6 @@ def test_xkde_release_profile_matches_released_eval_per_record(chatml_model, sha
         for kind, key in (("reliability", "tf_acc"), ("locality", "loc_acc"), ("portability", "tf_acc")):
             printed = round(sum(release[i, target][kind] for i in range(N_RECORDS)) / N_RECORDS * 100, 2)
             assert m["by_test_lang"][target][kind][key] == pytest.approx(printed, abs=0.011)
-    print(sorted(distinct))
 
 
 # --- hand-computed values of each profile's definition, on a model that copies its input ------------------

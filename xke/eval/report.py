@@ -443,21 +443,24 @@ def _pair_table(runs, labels, key, short, with_avg: bool, title: str) -> str:
     return "\n".join([f"### {title} ({key}, %)", ""] + _table(header, rows) + [""])
 
 
-def render_clm(runs, labels, key: str = "tf_acc", batch: bool = False) -> str:
-    """CLM-Bench Tables 1-2: per run, zh_score, en_score, zh and en R/G/L and trans (percent)."""
+def render_clm(runs, labels, key: str = "tf_acc", batch: bool = False, names: Sequence[str] | None = None) -> str:
+    """CLM-Bench Tables 1-2: per run, zh_score, en_score, zh and en R/G/L and trans (percent); ``names``
+    adds a first column naming each run."""
     from .metrics import clm_scores
 
-    header = ["Model"] + (["Batch size"] if batch else []) + ["Methods", "Editing Language", "zh score", "en score"]
+    header = (["Run"] if names is not None else []) + ["Model"] + (["Batch size"] if batch else [])
+    header += ["Methods", "Editing Language", "zh score", "en score"]
     header += [f"{lang} {KIND_TITLES[k]}" for lang in ("zh", "en") for k in ("reliability", "generality", "locality")]
     header += ["trans"]
     rows = []
-    for m, lb in zip(runs, labels):
+    for i, (m, lb) in enumerate(zip(runs, labels)):
         by = {lang: {k: metric_value(m, lang, k, key) for k in ("reliability", "generality", "locality")}
               for lang in ("zh", "en") if lang in m["by_test_lang"]}
         s = clm_scores(by, m["edit_lang"])
         trans = None if s["trans"] is None else round(100 * s["trans"], 2)
         lang_name = {"zh": "Chinese", "en": "English"}.get(m["edit_lang"], m["edit_lang"])
-        row = [str(m.get("model"))] + ([str(m.get("batch_size"))] if batch else []) + [lb, lang_name]
+        row = ([names[i]] if names is not None else []) + [str(m.get("model"))]
+        row += ([str(m.get("batch_size"))] if batch else []) + [lb, lang_name]
         row += [_fmt(None if s[f"{x}_score"] is None else round(s[f"{x}_score"], 2)) for x in ("zh", "en")]
         row += [_fmt(by.get(lang, {}).get(k)) for lang in ("zh", "en") for k in ("reliability", "generality", "locality")]
         rows.append(row + [_fmt(trans)])
@@ -475,10 +478,10 @@ def render_layout(runs: Sequence[dict[str, Any]], layout: str = "table1", *, met
         raise XkeError(f"unknown metric {metric!r}; use one of {', '.join(METRIC_TITLES)}")
     if labels is not None and len(labels) != len(runs):
         raise XkeError(f"--labels gives {len(labels)} names for {len(runs)} runs")
-    labels = list(labels) if labels is not None else _row_labels(runs)
     if layout == "table1":
-        return render_report([dict(m, method=lb) for m, lb in zip(runs, labels)] if labels else runs,
-                             title="xke evaluation (merged)")
+        named = [dict(m, method=lb) for m, lb in zip(runs, labels)] if labels is not None else runs
+        return render_report(named, title="xke evaluation (merged)")
+    labels = list(labels) if labels is not None else _row_labels(runs)
     body = {"table2": lambda: render_table2(runs, labels, metric),
             "table4": lambda: render_table4(runs, labels, metric),
             "table5": lambda: _pair_table(runs, labels, metric, SHORT, False, "X-KDE Table 5 layout"),
