@@ -383,33 +383,14 @@ def _short_model(model: Any) -> str:
 
 
 def clm_table(runs: Sequence[tuple[str, Path]]) -> str:
-    """CLM-Bench Table 1/2 layout (markdown) from the runs' metrics.json (tf_acc, percent);
-    ``runs`` = (run name, run dir)."""
-    head = ("| Run | Model | Batch size | Method | Editing language | zh score | en score | zh Reliability | "
-            "zh Generality | zh Locality | en Reliability | en Generality | en Locality | trans |")
-    sep = "|" + "---|" * 5 + "---:|" * 9
-    lines = [head, sep]
-    lang_name = {"zh": "Chinese", "en": "English", "mix": "mix"}
-    for name, d in runs:
-        p = Path(d) / "metrics.json"
-        if not p.exists():
-            continue
-        m = json.loads(p.read_text(encoding="utf-8"))
-        by = m.get("by_test_lang") or {}
-        clm = m.get("clm") or {}
+    """CLM-Bench Table 1/2 layout (markdown) from the runs' metrics.json (tf_acc, percent; locality forced on the
+    dataset's answer where the profile does so); ``runs`` = (run name, run dir). See
+    :func:`xke.eval.report.render_clm`."""
+    from ..eval.report import load_run, render_clm
 
-        def cell(lang: str, kind: str) -> str:
-            v = ((by.get(lang) or {}).get(kind) or {}).get("tf_acc")
-            return "–" if v is None else f"{v:.2f}%"
-
-        def num(v: Any) -> str:
-            return "–" if v is None else f"{v:.2f}%"
-        lines.append(f"| {name} | {_short_model(m.get('model'))} | {m.get('batch_size', '')} | {m.get('method', '')} | "
-                     f"{lang_name.get(str(m.get('edit_lang')), m.get('edit_lang'))} | {num(clm.get('zh_score'))} | "
-                     f"{num(clm.get('en_score'))} | {cell('zh', 'reliability')} | {cell('zh', 'generality')} | "
-                     f"{cell('zh', 'locality')} | {cell('en', 'reliability')} | {cell('en', 'generality')} | "
-                     f"{cell('en', 'locality')} | {num(clm.get('trans'))} |")
-    return "\n".join(lines) + "\n"
+    done = [(name, load_run(d)) for name, d in runs if (Path(d) / "metrics.json").exists()]
+    ms = [dict(m, model=_short_model(m.get("model"))) for _, m in done]
+    return render_clm(ms, [str(m.get("method", "")) for m in ms], batch=True, names=[n for n, _ in done])
 
 
 def geometry_table(rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> str:

@@ -10,8 +10,8 @@ the literal ``"nq question: "`` prefix of locality questions, as a prefix.
 Entry points:
 
 - :func:`load_bench` ``(bench, path, langs=None, limit=None)`` — dispatch by name
-  (``bizsre``, ``mzsre``, ``clm``, ``jsonl``).
-- :func:`load_bizsre`, :func:`load_mzsre`, :func:`load_clm`, :func:`read_jsonl`,
+  (``bizsre``, ``mzsre``, ``clm``, ``knowedit``, ``jsonl``).
+- :func:`load_bizsre`, :func:`load_mzsre`, :func:`load_clm`, :func:`load_knowedit`, :func:`read_jsonl`,
   :func:`write_jsonl`, :func:`case_from_dict`.
 - :func:`load_mzsre_train` — MzsRE training TSVs as aligned (question, answer) pairs.
 - :func:`check_bench` — the summary printed by ``xke data check``.
@@ -46,13 +46,15 @@ BENCH_ALIASES: dict[str, str] = {
     "mzsre": "mzsre", "mzsre-test": "mzsre",
     "clm": "clm", "clm-bench": "clm", "clm_bench": "clm", "clmbench": "clm",
     "jsonl": "jsonl", "xke": "jsonl",
+    "knowedit": "knowedit", "knowedit-zsre": "knowedit", "knowedit_zsre": "knowedit",
 }
-BENCHES = ("bizsre", "mzsre", "clm", "jsonl")
+BENCHES = ("bizsre", "mzsre", "clm", "knowedit", "jsonl")
 
 _ZSRE_FIELDS = ("subject", "src", "rephrase", "alt", "loc", "loc_ans", "portability")
 _CLM_FIELDS = ("prompt", "target_new", "subject", "ground_truth", "rephrase_prompt", "loc", "loc_ans")
 _VIEW_FIELDS = {"subject", "prompt", "target_new", "target_old", "paraphrases", "locality_prompt",
-                "locality_answer", "portability_prompt", "portability_answer", "style"}
+                "locality_answer", "portability_prompt", "portability_answer", "style", "locality_prefix",
+                "extra_locality", "extra_portability"}
 
 
 class LoadedCases(list):
@@ -80,6 +82,11 @@ def strip_nq_prefix(text: str) -> str:
     return text.removeprefix(NQ_PREFIX)
 
 
+def nq_prefix_of(text: str | None) -> str:
+    """The prefix :func:`strip_nq_prefix` removes from ``text`` (``""`` when none)."""
+    return NQ_PREFIX if text and text.startswith(NQ_PREFIX) else ""
+
+
 # --------------------------------------------------------------------------- helpers
 def _check_regular(path: Path) -> None:
     from ..fsutil import is_regular_file
@@ -102,16 +109,22 @@ def _json_loads(text: str, path: Path, row: int | None = None) -> Any:
         raise DataError("invalid JSON: nested too deeply", path=str(path), row=row) from None
 
 
-def _read_json(path: Path) -> Any:
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file; a one-line :class:`DataError` naming the file when it is missing, not a regular
+    file, or unreadable."""
     _check_regular(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError("file not found", path=str(path)) from None
     except UnicodeDecodeError as e:
         raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
     except OSError as e:
         raise DataError(f"cannot read: {e.strerror}", path=str(path)) from None
+
+
+def _read_json(path: Path) -> Any:
+    text = read_text_file(path)
     if not text.strip():
         raise DataError("empty file (no records)", path=str(path))
     return _json_loads(text, path)
@@ -191,7 +204,7 @@ def _zsre_view(rec: Any, path: Path, row: int, prefix: str = "") -> LangView:
     return LangView(subject=subject, prompt=src, target_new=alt, target_old=None,
                     paraphrases=[rephrase] if rephrase else [],
                     locality_prompt=strip_nq_prefix(loc) if loc else None,
-                    locality_answer=loc_ans,
+                    locality_answer=loc_ans, locality_prefix=nq_prefix_of(loc),
                     portability_prompt=pq or None, portability_answer=pa or None, style="question")
 
 
@@ -451,7 +464,7 @@ def _clm_view(rec: Any, path: Path, row: int, prefix: str) -> tuple[LangView, An
     view = LangView(subject=subject, prompt=prompt, target_new=target, target_old=old or None,
                     paraphrases=[reph] if reph else [],
                     locality_prompt=strip_nq_prefix(loc) if loc else None, locality_answer=loc_ans,
-                    style="cloze")
+                    locality_prefix=nq_prefix_of(loc), style="cloze")
     return view, cid
 
 
@@ -561,6 +574,86 @@ def _load_clm_merged(p: Path, want: list[str] | None, limit: int | None, warns: 
     return LoadedCases(_limit(cases, limit), bench="clm", path=str(p), warnings=warns)
 
 
+# --------------------------------------------------------------------------- KnowEdit ZsRE
+#: KnowEdit's portability / locality groups, in the order their questions are kept
+KNOWEDIT_PORTABILITY = ("Reasoning", "Subject_Aliasing", "Logical_Generalization")
+KNOWEDIT_LOCALITY = ("Relation_Specificity", "Forgetfulness")
+
+
+def _first_text(v: Any) -> str | None:
+    """The first string of a KnowEdit value: ``"x"``, ``["x", ...]`` or ``[["x", "alias", ...]]``."""
+    while isinstance(v, list) and v:
+        v = v[0]
+    return v if isinstance(v, str) else None
+
+
+def _knowedit_group(rec: dict, key: str, order: Sequence[str], path: Path, row: int
+                    ) -> tuple[list[list[str]], list[str]]:
+    """Every (question, answer) of ``rec[key]`` (all its groups, known ones first) and each one's group name."""
+    block = rec.get(key) or {}
+    if not isinstance(block, dict):
+        raise DataError(f"expected an object of groups, got {_typename(block)}", path=str(path), row=row, field=key)
+    pairs, groups = [], []
+    for g in list(order) + sorted(k for k in block if k not in order):
+        items = block.get(g) or []
+        if isinstance(items, dict):
+            items = [items]
+        if not isinstance(items, list):
+            raise DataError(f"expected a list of {{prompt, ground_truth}}, got {_typename(items)}", path=str(path),
+                            row=row, field=f"{key}.{g}")
+        for i, it in enumerate(items):
+            where = f"{key}.{g}[{i}]"
+            if not isinstance(it, dict):
+                raise DataError(f"expected an object, got {_typename(it)}", path=str(path), row=row, field=where)
+            q, a = _first_text(it.get("prompt")), _first_text(it.get("ground_truth"))
+            if q is None:
+                raise DataError("missing or empty 'prompt'", path=str(path), row=row, field=where + ".prompt")
+            if a is None:
+                raise DataError("missing or empty 'ground_truth'", path=str(path), row=row,
+                                field=where + ".ground_truth")
+            pairs.append([q, a])
+            groups.append(g)
+    return pairs, groups
+
+
+def load_knowedit(path: str | Path, langs: str | Sequence[str] | None = None,
+                  limit: int | None = None) -> LoadedCases:
+    """KnowEdit ZsRE (EasyEdit's ``ZsRE-test-all.json``; LTE's evaluation data): English cases ``knowedit-<row>``.
+
+    Each record: ``subject, prompt, target_new, ground_truth, rephrase_prompt`` (or ``rephrase``) and
+    ``portability`` / ``locality`` objects of groups (``Reasoning``, ``Subject_Aliasing``,
+    ``Logical_Generalization``; ``Relation_Specificity``, ``Forgetfulness``), each a list of
+    ``{prompt, ground_truth}`` (answers as a string, a list, or a list of alias lists: the first is used).
+    EVERY locality and portability question is kept: the first in ``locality_prompt`` /
+    ``portability_prompt``, the others in ``extra_locality`` / ``extra_portability``; ``meta`` names each
+    one's group (``locality_groups``, ``portability_groups``).
+    """
+    p = Path(path)
+    want = _want_langs(langs)
+    if want is not None and want != ["en"]:
+        raise DataError(f"KnowEdit ZsRE is English only; asked for {want}", path=str(p))
+    recs = _records(_read_json(p), p)
+    cases = []
+    for row, rec in enumerate(recs[:limit] if limit is not None else recs):
+        rec = _get_dict(rec, p, row)
+        kw = dict(path=p, row=row)
+        prompt = _get_str(rec, "prompt", nonempty=True, **kw)
+        target = _get_str(rec, "target_new", nonempty=True, **kw)
+        reph_key = "rephrase_prompt" if "rephrase_prompt" in rec else "rephrase"
+        reph = _get_str(rec, reph_key, required=False, **kw)
+        loc, loc_groups = _knowedit_group(rec, "locality", KNOWEDIT_LOCALITY, p, row)
+        port, port_groups = _knowedit_group(rec, "portability", KNOWEDIT_PORTABILITY, p, row)
+        view = LangView(subject=_get_str(rec, "subject", **kw), prompt=prompt, target_new=target,
+                        target_old=_first_text(rec.get("ground_truth")), paraphrases=[reph] if reph else [],
+                        locality_prompt=loc[0][0] if loc else None, locality_answer=loc[0][1] if loc else None,
+                        portability_prompt=port[0][0] if port else None,
+                        portability_answer=port[0][1] if port else None,
+                        extra_locality=loc[1:], extra_portability=port[1:], style="question")
+        cases.append(EditCase(f"knowedit-{row}", {"en": view}, Provenance(str(p), row),
+                              meta={"locality_groups": loc_groups, "portability_groups": port_groups}))
+    return LoadedCases(cases, bench="knowedit", path=str(p))
+
+
 # --------------------------------------------------------------------------- xke JSONL
 def case_from_dict(d: Any, *, path: str | Path = "<dict>", row: int = 0,
                    warnings: list[str] | None = None) -> EditCase:
@@ -622,8 +715,22 @@ def case_from_dict(d: Any, *, path: str | Path = "<dict>", row: int = 0,
             locality_answer=_get_str(v, "locality_answer", required=False, **kw),
             portability_prompt=_get_str(v, "portability_prompt", required=False, **kw),
             portability_answer=_get_str(v, "portability_answer", required=False, **kw),
-            style=style)
+            style=style,
+            locality_prefix=_get_str(v, "locality_prefix", required=False, **kw) or "",
+            extra_locality=_qa_pairs(v.get("extra_locality"), p, row, pre + "extra_locality"),
+            extra_portability=_qa_pairs(v.get("extra_portability"), p, row, pre + "extra_portability"))
     return EditCase(str(cid), views, Provenance(str(p), row), meta=dict(meta))
+
+
+def _qa_pairs(v: Any, path: Path, row: int, fname: str) -> list[list[str]]:
+    """A list of ``[question, answer]`` string pairs (``None`` -> empty)."""
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, (list, tuple)) and len(x) == 2
+                                          and all(isinstance(y, str) for y in x) for x in v):
+        raise DataError(f"expected a list of [question, answer] string pairs, got {_typename(v)} {v!r:.60}",
+                        path=str(path), row=row, field=fname)
+    return [list(x) for x in v]
 
 
 def read_jsonl(path: str | Path, langs: str | Sequence[str] | None = None,
@@ -678,7 +785,8 @@ def write_jsonl(path: str | Path, cases: Iterable[EditCase]) -> Path:
 
 
 # --------------------------------------------------------------------------- dispatch
-_LOADERS = {"bizsre": load_bizsre, "mzsre": load_mzsre, "clm": load_clm, "jsonl": read_jsonl}
+_LOADERS = {"bizsre": load_bizsre, "mzsre": load_mzsre, "clm": load_clm, "knowedit": load_knowedit,
+            "jsonl": read_jsonl}
 
 
 def bench_name(bench: str) -> str:

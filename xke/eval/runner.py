@@ -108,6 +108,10 @@ class EvalSpec:
     method_overrides: dict[str, Any] = field(default_factory=dict)
     #: let ``save_edited`` replace an existing model folder (even the model being read)
     overwrite: bool = False
+    #: evaluation profile (xke, xkde-release, bizsre, easyedit): whose definitions the metrics follow
+    profile: str = "xke"
+    #: system message of chat prompts (default: the profile's, else the chat template's own)
+    system_prompt: str | None = None
 
     #: fields that may change between a run and its resumption
     NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out", "save_edited", "device", "overwrite")
@@ -129,6 +133,8 @@ class EvalSpec:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.out:
             raise ConfigError("no output directory given (--out DIR)")
+        from .profiles import get_profile
+        self.profile = get_profile(self.profile).name
         if self.protocol == "single" and self.batch_size != 1:
             raise ConfigError("--batch-size applies to the batch and sequential protocols; single edits one case")
         if self.save_edited and self.protocol == "single":
@@ -222,7 +228,10 @@ def _check_spec(out: Path, spec: EvalSpec, inputs: dict[str, str | None] | None 
     if old is None:
         return
     ident = spec.identity()
-    old_ident = {k: v for k, v in old.items() if k not in spec.NON_IDENTITY and k != "resolved"}
+    # a field added after the run was written reads as its default
+    defaults = {f.name: f.default for f in dataclasses.fields(spec) if f.default is not dataclasses.MISSING}
+    old_ident = {k: v for k, v in {**{k: defaults.get(k) for k in ident if k not in old}, **old}.items()
+                 if k not in spec.NON_IDENTITY and k != "resolved"}
     diff = sorted(k for k in set(old_ident) | set(ident) if old_ident.get(k) != ident.get(k))
     if diff:
         _refuse(out, [f"{k}: {old_ident.get(k)!r} -> {ident.get(k)!r}" for k in diff])
@@ -355,9 +364,14 @@ def load_cases(spec: EvalSpec) -> list:
 
 # ------------------------------------------------------------------------------- evaluation
 class Evaluator:
-    """Scores cases' queries with the current (edited) model through a method's prompts."""
+    """Scores cases' queries with the current (edited) model through a method's prompts.
 
-    def __init__(self, engine, method, formatter, tokenizer, test_langs: Sequence[str]):
+    ``profile`` (:mod:`xke.eval.profiles`) fixes the locality reference, the ``nq question: `` prefix,
+    how a prompt and its answer are tokenized and whether greedy answers are generated."""
+
+    def __init__(self, engine, method, formatter, tokenizer, test_langs: Sequence[str], profile=None):
+        from .profiles import encoder_for, get_profile
+
         self.engine = engine
         self.method = method
         self.formatter = formatter
@@ -365,6 +379,8 @@ class Evaluator:
         self.test_langs = list(test_langs)
         #: (model context, max_new_tokens): a method prompt that does not fit is refused, never cut
         self.limits: tuple[int, int] | None = None
+        self.profile = profile if profile is not None else get_profile("xke")
+        self.encode = encoder_for(formatter)
 
     def _check_fits(self, prompt: list[int], case_id: str, q) -> None:
         if self.limits and len(prompt) + self.limits[1] > self.limits[0]:
@@ -375,73 +391,121 @@ class Evaluator:
     def tokenize(self, s: str) -> list[int]:
         return list(self.tok(s, add_special_tokens=False)["input_ids"])
 
-    def pre_edit(self, cases: Sequence) -> list[dict[str, Any]]:
-        """Pre-edit locality answers (unedited model, plain prompt) of ``cases``: one record per case."""
-        from ..models.prompts import encode_prompt, encode_prompt_target
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=self.profile.skip_special,
+                               clean_up_tokenization_spaces=False)
 
-        qs = [(ci, q) for ci, c in enumerate(cases) for lang in self.test_langs
-              for q in c.queries(lang) if q.kind == "locality"]
+    def _query(self, q):
+        """``q`` as the profile reads it (the ``nq question: `` prefix put back where the profile keeps it)."""
+        if self.profile.keep_nq_prefix and q.prefix:
+            return dataclasses.replace(q, prompt=q.prefix + q.prompt)
+        return q
+
+    @staticmethod
+    def _pre_key(q) -> str:
+        return q.lang if not q.index else f"{q.lang}#{q.index}"
+
+    def _locality_queries(self, cases: Sequence) -> list[tuple[int, Any]]:
+        return [(ci, self._query(q)) for ci, c in enumerate(cases) for lang in self.test_langs
+                for q in c.queries(lang) if q.kind == "locality"]
+
+    def pre_edit(self, cases: Sequence) -> list[dict[str, Any]]:
+        """Pre-edit locality references (unedited model, plain prompt) of ``cases``: one record per case.
+
+        Profile ``locality: own``: the model's greedy answer and the argmax while forcing it;
+        ``dataset``: the argmax while forcing the dataset's answer."""
+        from ..models.prompts import encode_prompt
+
+        qs = self._locality_queries(cases)
+        recs: list[dict[str, Any]] = [{"type": "pre", "case_id": c.case_id, "langs": {}} for c in cases]
+        if self.profile.locality == "dataset":
+            items = [self.encode(self.tok, self.formatter.format(q.prompt, q.style), q.target, q.lang)[:2]
+                     for _, q in qs]
+            argmax = self.engine.score(items)
+            for (ci, q), (_, fed), am in zip(qs, items, argmax):
+                recs[ci]["langs"][self._pre_key(q)] = {"text": self.decode(am), "answer_ids": list(fed),
+                                                       "argmax": am, "reference": "dataset"}
+            return recs
         prompts = [encode_prompt(self.tok, self.formatter.format(q.prompt, q.style)) for _, q in qs]
         gens = self.engine.generate(prompts)
         answers = []
-        for (_, q), g, p in zip(qs, gens, prompts):
+        for (_, q), g in zip(qs, gens):
             ans = list(g.ids)
             if not ans:  # the model answered nothing: score agreement on the dataset's answer instead
                 ptext = self.formatter.format(q.prompt, q.style)
-                ans = encode_prompt_target(self.tok, ptext, q.target or "", q.lang)[1]
+                ans = self.encode(self.tok, ptext, q.target or "", q.lang)[1]
             answers.append(ans)
         argmax = self.engine.score([(p, a) for p, a in zip(prompts, answers)])
-        recs: list[dict[str, Any]] = [{"type": "pre", "case_id": c.case_id, "langs": {}} for c in cases]
         for (ci, q), g, a, am in zip(qs, gens, answers, argmax):
-            recs[ci]["langs"][q.lang] = {"text": g.text, "answer_ids": a, "argmax": am}
+            recs[ci]["langs"][self._pre_key(q)] = {"text": g.text, "answer_ids": a, "argmax": am}
         return recs
 
     def evaluate(self, cases: Sequence, pre: dict[str, dict[str, Any]],
                  edited: set[str] | None = None) -> list[dict[str, Any]]:
-        """Post-edit results of ``cases``: one record per case with every query's tf_acc/f1/em.
+        """Post-edit results of ``cases``: one record per case with every query's metrics
+        (names in :data:`xke.eval.profiles.METRIC_DEFINITIONS`).
 
         ``edited``: the :meth:`~xke.data.schema.EditCase.fact_keys` of every edit in force. A case whose
         locality question asks about one of those facts has no locality to measure (the right answer is
         now that edit's): its locality queries are left out and the record says ``locality_skipped``."""
-        from ..models.prompts import encode_prompt, encode_prompt_target
+        from ..models.prompts import encode_prompt
         from . import metrics as M
 
+        prof = self.profile
         skipped = {ci for ci, c in enumerate(cases) if edited and c.locality_keys() & edited}
-        qs = [(ci, q) for ci, c in enumerate(cases) for lang in self.test_langs for q in c.queries(lang)
-              if not (q.kind == "locality" and ci in skipped)]
+        qs = [(ci, self._query(q)) for ci, c in enumerate(cases) for lang in self.test_langs
+              for q in c.queries(lang) if not (q.kind == "locality" and ci in skipped)]
         items, prompts, refs = [], [], []
         for ci, q in qs:
             ptext = self.method.prompt(q)
-            if q.kind == "locality":
+            if q.kind == "locality" and prof.locality == "own":
                 p = encode_prompt(self.tok, ptext)
-                ref = pre[cases[ci].case_id]["langs"][q.lang]
+                ref = pre[cases[ci].case_id]["langs"][self._pre_key(q)]
                 items.append((p, ref["answer_ids"]))
                 refs.append(ref)
+            elif q.kind == "locality":
+                p, fed, _ = self.encode(self.tok, ptext, q.target, q.lang)
+                items.append((p, fed))
+                refs.append(pre[cases[ci].case_id]["langs"][self._pre_key(q)])
             else:
-                p, t = encode_prompt_target(self.tok, ptext, q.target, q.lang)
-                items.append((p, t))
-                refs.append(t)
+                p, fed, cmp = self.encode(self.tok, ptext, q.target, q.lang)
+                items.append((p, fed))
+                refs.append(cmp)
             self._check_fits(p, cases[ci].case_id, q)
             prompts.append(p)
         preds = self.engine.score(items)
-        gens = self.engine.generate(prompts)
+        gens = self.engine.generate(prompts) if prof.generate else [None] * len(prompts)
         out: list[dict[str, Any]] = [{"case_id": c.case_id, "queries": []} for c in cases]
         for ci in skipped:
             out[ci]["locality_skipped"] = True
         for (ci, q), pred, g, ref in zip(qs, preds, gens, refs):
+            rec: dict[str, Any] = {"lang": q.lang, "kind": q.kind, "index": q.index}
             if q.kind == "locality":
-                tf = M.argmax_agreement(ref["argmax"], pred) if ref["argmax"] else None
+                if len(ref["argmax"]) != len(pred):  # the answer tokenized differently after another prompt
+                    rec["length_mismatch"] = True
+                agree = (M.argmax_agreement(ref["argmax"], pred)
+                         if ref["argmax"] and len(ref["argmax"]) == len(pred) else None)
+                pre_text, post_text = ref["text"] if prof.locality == "dataset" else self.decode(ref["argmax"]), \
+                    self.decode(pred)
+                names = ("loc_acc", "loc_f1", "loc_em") if prof.locality == "dataset" else ("tf_acc", "tf_f1", "tf_em")
+                rec[names[0]] = None if agree is None else float(agree)
+                rec[names[1]] = float(M.token_f1(post_text, pre_text, self.tok, strip=False))
+                rec[names[2]] = float(M.exact_match(post_text, pre_text, strip=False))
                 gold = ref["text"]
             else:
                 tf = M.teacher_forced_accuracy(pred, ref) if ref else None
+                pred_text, gold_text = self.decode(pred), self.decode(ref)
+                rec["tf_acc"] = None if tf is None else float(tf)
+                rec["tf_f1"] = float(M.token_f1(pred_text, gold_text, self.tok, strip=False))
+                rec["tf_em"] = float(M.exact_match(pred_text, gold_text, strip=False))
                 gold = q.target
-            out[ci]["queries"].append({
-                "lang": q.lang, "kind": q.kind, "index": q.index,
-                "tf_acc": None if tf is None else float(tf),
-                "f1": float(M.token_f1(g.text, gold, self.tokenize)),
-                "em": float(M.exact_match(g.text, gold)),
-                "pred": g.text,
-            })
+            if g is not None:
+                rec["f1"] = float(M.token_f1(g.text, gold, self.tokenize))
+                rec["em"] = float(M.exact_match(g.text, gold))
+                rec["pred"] = g.text
+            else:
+                rec["pred_tf"] = self.decode(pred)
+            out[ci]["queries"].append(rec)
         return out
 
 
@@ -568,8 +632,8 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit)
     """:func:`run_eval` once ``out`` is checked and locked."""
     from ..methods.base import build_method
     from ..models.loading import context_length, load_model
-    from ..models.prompts import PromptFormatter
     from .engine import Engine
+    from .profiles import get_profile, make_formatter
     from .report import aggregate, write_run_report
 
     inputs = _input_hashes(spec)
@@ -579,13 +643,17 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit)
     lm = loaded if loaded is not None else load_model(spec.model, dtype=spec.dtype, device=spec.device)
     model, tok = lm.model, lm.tokenizer
     _seed_all(spec.seed)
-    formatter = PromptFormatter(tok, mode=spec.template)
+    profile = get_profile(spec.profile)
+    formatter = make_formatter(profile, tok, template=spec.template, system_prompt=spec.system_prompt,
+                               model_name=f"{spec.model} {getattr(lm, 'path', '')}")
     ctx = context_length(model, tok)
     check_prompt_lengths(cases, list(dict.fromkeys(spec.edit_langs + list(spec.test_langs))), tok, formatter, ctx,
                          spec.max_new_tokens)
     overrides = dict(spec.method_overrides or {})
     if cls.kind == "context":
         overrides["mode"] = spec.mode
+    if not profile.strip and "verbatim_descriptors" in {f.name for f in dataclasses.fields(cls.config_class)}:
+        overrides.setdefault("verbatim_descriptors", True)
     method = build_method(spec.method, model, tok, formatter, config_path=spec.config, overrides=overrides)
     try:
         resolved = {"run_id": _run_id(out),
@@ -603,7 +671,7 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit)
         method.close()
         raise
     engine = Engine(model, tok, max_new_tokens=spec.max_new_tokens, token_budget=spec.token_budget)
-    ev = Evaluator(engine, method, formatter, tok, spec.test_langs)
+    ev = Evaluator(engine, method, formatter, tok, spec.test_langs, profile=profile)
     ev.limits = (ctx, spec.max_new_tokens) if ctx else None
     results = ResultsFile(out / "cases.jsonl")
     deltas = DeltaAccumulator(out, spec.save_deltas)
@@ -762,7 +830,7 @@ def spec_from_args(args) -> EvalSpec:
     d = {k: getattr(args, k) for k in ("model", "out", "method", "bench", "data", "edit_lang", "test_langs",
                                        "protocol", "batch_size", "limit", "seed", "config", "split", "mode",
                                        "save_deltas", "save_edited", "eval_after_each", "dtype", "device",
-                                       "template", "max_new_tokens", "overwrite")
+                                       "template", "max_new_tokens", "overwrite", "profile", "system_prompt")
          if getattr(args, k, None) is not None}
     if isinstance(d.get("test_langs"), str):
         d["test_langs"] = [s for s in d["test_langs"].split(",") if s.strip()]

@@ -77,6 +77,8 @@ class RecipeConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     threads: int | None = None
     stages: list[str] = field(default_factory=lambda: list(STAGES))
+    #: system message put first in every training row, sampling prompt, pair and evaluation prompt (null: none)
+    system_prompt: str | None = None
 
     def validate(self) -> None:
         for s in self.stages:
@@ -167,9 +169,11 @@ def stage_times(out: Path) -> dict[str, dict]:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int = 24, batch_size: int = 32
-                   ) -> list[str]:
+def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int = 24, batch_size: int = 32,
+                   system_prompt: str | None = None) -> list[str]:
     """Greedy answers to user messages rendered with the model's chat template (stops at end of turn)."""
+    from .importers import with_system
+
     import torch
 
     from .sampling import end_token_ids
@@ -180,8 +184,8 @@ def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int
     stops = end_token_ids(tok)
     dev = next(model.parameters()).device
     model.eval()
-    texts = [tok.apply_chat_template([{"role": "user", "content": u}], tokenize=False, add_generation_prompt=True)
-             for u in user_texts]
+    texts = [tok.apply_chat_template(with_system([{"role": "user", "content": u}], system_prompt), tokenize=False,
+                                     add_generation_prompt=True) for u in user_texts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = [""] * len(texts)
     for b in range(0, len(order), batch_size):
@@ -300,7 +304,7 @@ def world_retrieve_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequ
 
 
 def rows_eval(model_spec: str, rows: list[dict], *, max_new_tokens: int = 24, batch_size: int = 32,
-              limit: int = 400) -> dict[str, Any]:
+              limit: int = 400, system_prompt: str | None = None) -> dict[str, Any]:
     """Exact match on held-out XE-IT rows, per section x scope x descriptor (non-world sources)."""
     from ..models.loading import load_model
     from .scorers import form_errors
@@ -308,7 +312,7 @@ def rows_eval(model_spec: str, rows: list[dict], *, max_new_tokens: int = 24, ba
     lm = load_model(str(model_spec), device="auto")
     rows = [r for r in rows if r["kind"] != "long"][:limit]
     answers = greedy_answers(lm.model, lm.tokenizer, [r["messages"][0]["content"] for r in rows],
-                             max_new_tokens=max_new_tokens, batch_size=batch_size)
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, system_prompt=system_prompt)
     agg: dict[str, list[float]] = {}
     form = 0
     for r, a in zip(rows, answers):
@@ -409,6 +413,8 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
     st = Stages(out, log)
     results: dict[str, Any] = {}
     t_all, c_all = time.perf_counter(), time.process_time()
+    sp = cfg.system_prompt
+    sp_dep = {"system_prompt": sp} if sp is not None else {}   # stage hashes of runs without one are unchanged
 
     # 1. data
     def do_data():
@@ -427,8 +433,8 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
     if run_xeit:
         from .xeit import train_xeit
 
-        results["xeit"] = st.run("xeit", {"model": model, "xeit": asdict(cfg.xeit)},
-                                 lambda: train_xeit(model, out / "data", out / "xeit", cfg.xeit),
+        results["xeit"] = st.run("xeit", {"model": model, "xeit": asdict(cfg.xeit), **sp_dep},
+                                 lambda: train_xeit(model, out / "data", out / "xeit", cfg.xeit, system_prompt=sp),
                                  force="xeit" in force)
     policy = str(out / "xeit") if run_xeit else model
     final = policy
@@ -441,12 +447,12 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
 
         def do_sample():
             rows = select_prompts(read_rows(out / "data" / "train.jsonl"), cfg.sampling)
-            recs = sample_for_rows(policy, rows, cfg.sampling, out / "samples.jsonl")
+            recs = sample_for_rows(policy, rows, cfg.sampling, out / "samples.jsonl", system_prompt=sp)
             return {"prompts": len(recs), "kept_samples": sum(len(r["samples"]) for r in recs),
                     "raw_samples": sum(r["n_raw"] for r in recs),
                     "prompts_all_correct": sum(1 for r in recs if not r["samples"])}
 
-        results["sample"] = st.run("sample", {"policy": policy, "sampling": asdict(cfg.sampling)}, do_sample,
+        results["sample"] = st.run("sample", {"policy": policy, "sampling": asdict(cfg.sampling), **sp_dep}, do_sample,
                                    force="sample" in force)
 
         def do_score():
@@ -502,10 +508,11 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                     from .xeit_data import read_rows
 
                     ev[name] = rows_eval(m, read_rows(out / "data" / "validation.jsonl"),
-                                         max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
+                                         max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
+                                         system_prompt=sp)
             return ev
 
-        results["eval"] = st.run("eval", {"eval": stage_config(cfg.eval), "final": final}, do_eval,
+        results["eval"] = st.run("eval", {"eval": stage_config(cfg.eval), "final": final, **sp_dep}, do_eval,
                                  force="eval" in force)
         (out / "eval.json").write_text(json.dumps(results["eval"], indent=2, ensure_ascii=False))
     results["times"] = stage_times(out)
