@@ -68,7 +68,7 @@ class ChatService:
         if use_memory:
             with self._lock:
                 hits = list(self.method.retrieve(text))
-        query = Query(case_id="", lang=lang, kind="chat", prompt=text)
+        query = Query(case_id="", lang=lang, kind="chat", prompt=text, target="")
         return Prepared(self.method.prompt_for(query, [h.edit for h in hits]), hits, lang)
 
     def info(self) -> dict[str, Any]:
