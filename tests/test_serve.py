@@ -271,6 +271,13 @@ def test_batcher_batches_concurrent_requests_and_hands_errors_back():
     with pytest.raises(RuntimeError, match="engine failed"):
         bad.result(10)
     assert b.submit("e", 5).result(10).text == "E"        # the worker survives a failed batch
+
+    def gone(text):
+        raise RuntimeError("client left")
+
+    # a streaming listener that fails (client gone) does not fail the others in its batch
+    futs = [b.submit("f", 5, on_text=gone), b.submit("g", 5)]
+    assert [f.result(10).text for f in futs] == ["F", "G"]
     b.close()
 
 
@@ -302,6 +309,7 @@ def test_memory_files_from_before_the_audit_table_still_open(tmp_path):
         s.add(MemoryEdit(lang="en", prompt="untracked", target_new="x"))      # no actor: no audit row
         log = s.audit_log()
         assert [(a.actor, a.action, a.edit_ids) for a in log] == [("carol", "add", [i]), ("dave", "retire", [1, i])]
+        assert log[0].detail == {"edits": [{"lang": "zh", "prompt": "哪里？", "target_new": "这里"}]}
         assert log[0].time <= log[1].time
 
 

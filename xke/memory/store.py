@@ -263,7 +263,8 @@ class EditStore:
                 cur = conn.execute(f"INSERT INTO edits ({', '.join(_FIELDS)}) VALUES (?,?,?,?,?,?,?,?,?,?)", r)
                 ids.append(cur.lastrowid)
             self._bump(conn)
-            self._audit(conn, actor, "add", ids)
+            self._audit(conn, actor, "add", ids, {"edits": [{"lang": r[0], "prompt": r[1], "target_new": r[2]}
+                                                            for r in rows]} if actor is not None else None)
         return ids
 
     def retire(self, ids: Sequence[int] | None = None, *, batch: str | None = None,

@@ -202,7 +202,10 @@ class Batcher:
                 def on_text(i: int, text: str, group=group) -> None:
                     cb = group[i].on_text
                     if cb is not None:
-                        cb(text)
+                        try:
+                            cb(text)
+                        except Exception:  # a listener gone (client left, loop closed) must not fail the batch
+                            group[i].on_text = None
 
                 try:
                     results = self.backend.generate([j.prompt for j in group], max_new, on_text=on_text)
