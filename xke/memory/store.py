@@ -387,13 +387,9 @@ class EditStore:
     def audit_log(self, *, since: float | None = None, actor: str | None = None,
                   limit: int | None = None) -> list[AuditEntry]:
         """Recorded changes in time order (optionally from ``since``, by ``actor``, the last ``limit``)."""
-        where, args = [], []
-        if since is not None:
-            where.append("time >= ?")
-            args.append(float(since))
-        if actor is not None:
-            where.append("actor = ?")
-            args.append(actor)
+        conds = {"time >= ?": None if since is None else float(since), "actor = ?": actor}
+        where = [c for c, v in conds.items() if v is not None]
+        args = [v for v in conds.values() if v is not None]
         sql = ("SELECT id, time, actor, action, edit_ids, detail FROM audit"
                + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id DESC")
         if limit is not None:
