@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +59,7 @@ def _start_local(args):
         model = f"world:{world}"
     elif model.startswith("world:"):
         world = Path(model.split(":", 1)[1])
-    tmp = Path(args.memory or Path(os.environ.get("TMPDIR", "/tmp")) / f"xke-serve-load-{os.getpid()}.sqlite")
+    tmp = Path(args.memory) if args.memory else Path(tempfile.mkdtemp(prefix="xke-serve-load-")) / "memory.sqlite"
     svc = build_service(model, tmp, retriever=args.retriever, device=args.device, max_batch=args.max_batch,
                         batch_window=args.batch_window_ms / 1000,
                         threshold=0.0 if args.retriever == "bm25" else "preset")
@@ -167,8 +169,7 @@ def main(argv=None) -> int:
         srv.stop()
         svc.close()
         if not args.memory and tmp is not None:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+            shutil.rmtree(tmp.parent, ignore_errors=True)
     return 1 if missing or failures else 0
 
 

@@ -450,3 +450,17 @@ def test_cli_keys_and_vllm_without_vllm(tmp_path, capsys):
         assert rc == 2 and "vLLM" in capsys.readouterr().err
     rc = main(["serve", "--model", "tiny-llama", "--memory", str(tmp_path / "m.sqlite"), "--threshold", "high"])
     assert rc == 2 and "--threshold" in capsys.readouterr().err
+
+
+def test_load_benchmark_runs_and_checks_every_acknowledged_edit(world, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("serve_load", Path(__file__).parents[1] / "benchmarks" /
+                                                  "serve_load.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rc = mod.main(["--model", f"world:{world}", "--requests", "24", "--clients", "4", "--write-fraction", "0.5",
+                   "--max-tokens", "4"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "requests/s" in out and "p95" in out and "(all)" in out
+    with pytest.raises(SystemExit):
+        mod.main(["--url", "http://10.1.2.3:8000", "--api-key", "k"])      # loopback only
