@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     cl = client()
     n_all = len(httpx.get(f"{srv.url}/v1/edits", params={"active": "all"}).json()["data"])
     print(f"after a restart: {ask(cl, cases[0].view('zh').prompt)}; edits stored {n_all}; audit rows "
-          f"{len(httpx.get(f'{srv.url}/v1/audit', params={'limit': 100000}).json()['data'])}")
+          f"{len(httpx.get(f'{srv.url}/v1/audit', params={'limit': 100000}, headers=auth).json()['data'])}")
     srv.stop()
     svc.close()
     return 0

@@ -92,6 +92,7 @@ def test_writes_without_a_valid_key_are_401_and_write_nothing(served):
         assert c.post("/v1/edits/rollback", json={"to": 0}, headers=headers).status_code == 401
     assert svc.memory.generation() == gen and svc.memory.count() == 1 and svc.memory.get(1).active
     assert c.post("/v1/edits", json=edit, headers={"X-API-Key": KEY}).status_code == 201  # the other header
+    assert c.get("/v1/audit").status_code == 401                  # the audit log is for key holders only
     assert len(svc.memory.audit()) == 2
 
 
@@ -131,7 +132,7 @@ def test_add_batch_list_filters_retire_and_audit(served):
     assert c.delete("/v1/edits/999", headers=AUTH).status_code == 404
     assert [e["id"] for e in c.get("/v1/edits?active=false").json()["data"]] == [a["id"]]
     assert len(c.get("/v1/edits?active=all").json()["data"]) == 3
-    log = c.get("/v1/audit").json()["data"]
+    log = c.get("/v1/audit", headers=AUTH).json()["data"]
     assert [(x["action"], x["edit_ids"]) for x in log] == [("add", [a["id"], b["id"]]), ("add", [cid]),
                                                            ("retire", [a["id"]])]
     assert log[0]["actor"] == "bob (key alice)@testclient" and log[1]["actor"] == "alice@testclient"
@@ -139,7 +140,7 @@ def test_add_batch_list_filters_retire_and_audit(served):
     rb = c.post("/v1/edits/rollback", headers=AUTH, json={"to": t_mid})
     assert rb.status_code == 200 and (rb.json()["retired"], rb.json()["reactivated"]) == (1, 1)
     assert sorted(e["id"] for e in c.get("/v1/edits").json()["data"]) == [a["id"], b["id"]]
-    last = c.get("/v1/audit").json()["data"][-1]
+    last = c.get("/v1/audit", headers=AUTH).json()["data"][-1]
     assert last["action"] == "rollback" and last["detail"]["retired"] == [cid] and last["detail"]["reactivated"] == [a["id"]]
 
 
@@ -423,7 +424,7 @@ def test_openai_client_en_edit_zh_question_retire_rollback_restart(lm, world, ca
         again = client.chat.completions.create(model=svc.model_id, messages=[{"role": "user", "content": zh.prompt}])
         assert [e["id"] for e in again.edits_used] == [eid]
         assert again.choices[0].message.content == resp.choices[0].message.content
-        log = httpx.get(f"{srv.url}/v1/audit").json()["data"]
+        log = httpx.get(f"{srv.url}/v1/audit", headers=AUTH).json()["data"]
         assert [a["action"] for a in log] == ["add", "retire", "rollback"] and log[0]["actor"].startswith("ops@")
     finally:
         srv.stop()

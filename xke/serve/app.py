@@ -310,7 +310,7 @@ def create_app(service: ChatService, keys: KeyRing) -> FastAPI:
 
     @app.get("/v1/audit")
     async def audit(request: Request, since: str | None = None, limit: int | None = 100):
-        keys.require(request, write=False)
+        keys.require(request, write=True)   # who did what from where: for key holders only
         t0 = parse_time(since, "since") if since is not None else None
         rows = await run_in_threadpool(memory.audit, since=t0, limit=limit)
         return {"object": "list", "data": [a.to_dict() for a in rows]}
