@@ -69,6 +69,8 @@ def _plain_answer(svc, text, lang):
 # --- reads --------------------------------------------------------------------------------------
 def test_health_models_and_page(served):
     svc, c = served
+    from xke.serve.memory import EditMemory
+    assert isinstance(svc.memory, EditMemory)                    # the server talks to the interface
     h = c.get("/health").json()
     assert h["status"] == "ok" and h["engine"] == "transformers" and h["method"] == "xkde" and h["edits_active"] == 0
     m = c.get("/v1/models").json()
@@ -435,8 +437,10 @@ def test_openai_client_en_edit_zh_question_retire_rollback_restart(lm, world, ca
 def test_cli_keys_and_vllm_without_vllm(tmp_path, capsys):
     import importlib.util
 
-    from xke.cli import main
+    from xke.cli import build_parser, main
     from xke.errors import ConfigError
+    args = build_parser().parse_args(["serve", "--model", "m", "--memory", "x.sqlite"])
+    assert (args.host, args.port, args.engine, args.keyed_reads) == ("127.0.0.1", 8000, "transformers", False)
     from xke.serve.commands import parse_keys
     keys, generated = parse_keys(["ops=abcdefgh12", "zyxwvuts98"], None)
     assert keys["abcdefgh12"] == "ops" and keys["zyxwvuts98"].startswith("key-") and not generated

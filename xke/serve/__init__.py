@@ -11,5 +11,6 @@ the next answer no longer uses them. The memory is the SQLite edit store
 Modules: :mod:`.memory` (the memory interface), :mod:`.generation` (engines
 and the batcher), :mod:`.service` (retrieval + prompt + generation),
 :mod:`.app` (the FastAPI routes), :mod:`.runner` (assembling and running),
-:mod:`.commands` (the CLI). FastAPI and uvicorn are imported only here.
+:mod:`.commands` (the CLI). Only this package needs FastAPI and uvicorn
+(``pip install "xke[serve]"``); ``xke --help`` works without them.
 """
