@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "xke.memory.commands",
     "xke.train.commands",
     "xke.analysis.commands",
+    "xke.serve.commands",
 )
 
 GROUPS = {

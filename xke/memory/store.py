@@ -23,6 +23,10 @@ embedding indexes (:mod:`xke.memory.index`) are rebuilt or updated from it.
   opens it read-only.
 - ``generation()`` grows with every write; indexes use it to know they are
   up to date.
+- Audit: ``add_many`` / ``retire`` / ``rollback`` take ``actor=`` (who); when
+  given, an ``audit`` row (time, actor, action, edit ids, detail) is written
+  in the same transaction as the change; ``audit_log()`` reads them. Files
+  made before the audit table get it when opened.
 """
 
 from __future__ import annotations
@@ -60,6 +64,15 @@ CREATE INDEX IF NOT EXISTS edits_active ON edits(active);
 CREATE INDEX IF NOT EXISTS edits_batch ON edits(batch);
 CREATE INDEX IF NOT EXISTS edits_created ON edits(created);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    edit_ids TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0');
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '1');
 INSERT OR IGNORE INTO meta(key, value) VALUES ('uuid', lower(hex(randomblob(16))));
@@ -130,6 +143,21 @@ def _sql_errors(fn):
         except sqlite3.Error as e:
             raise self._error(e) from None
     return wrapper
+
+
+@dataclass
+class AuditEntry:
+    """One recorded change: when, who (``actor``), what (``action`` on ``edit_ids``, ``detail``)."""
+
+    id: int
+    time: float
+    actor: str
+    action: str
+    edit_ids: list[int]
+    detail: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -282,6 +310,15 @@ class EditStore:
     def _bump(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
 
+    @staticmethod
+    def _audit(conn: sqlite3.Connection, actor: str | None, action: str, ids: Sequence[int],
+               detail: dict[str, Any] | None = None) -> None:
+        """Record a change inside the caller's transaction (nothing when ``actor`` is None)."""
+        if actor is not None:
+            conn.execute("INSERT INTO audit (time, actor, action, edit_ids, detail) VALUES (?,?,?,?,?)",
+                         (time.time(), str(actor), action, json.dumps([int(i) for i in ids]),
+                          json.dumps(detail or {}, ensure_ascii=False)))
+
     def close(self) -> None:
         """Close this process's connections (and delete a temporary store)."""
         with self._lock:
@@ -303,13 +340,14 @@ class EditStore:
         self.close()
 
     # --- writes --------------------------------------------------------------------
-    def add(self, edit: MemoryEdit | Any, *, batch: str | None = None) -> int:
+    def add(self, edit: MemoryEdit | Any, *, batch: str | None = None, actor: str | None = None) -> int:
         """Insert one edit (a :class:`MemoryEdit` or an ``EditRequest``); returns its id."""
-        return self.add_many([edit], batch=batch)[0]
+        return self.add_many([edit], batch=batch, actor=actor)[0]
 
     @_sql_errors
-    def add_many(self, edits: Iterable[MemoryEdit | Any], *, batch: str | None = None) -> list[int]:
-        """Insert edits in one transaction (all or none); returns their ids in order."""
+    def add_many(self, edits: Iterable[MemoryEdit | Any], *, batch: str | None = None,
+                 actor: str | None = None) -> list[int]:
+        """Insert edits in one transaction (all or none); returns their ids in order. ``actor``: audit who."""
         rows = []
         for e in edits:
             if not isinstance(e, MemoryEdit):
@@ -328,10 +366,13 @@ class EditStore:
                 cur = conn.execute(f"INSERT INTO edits ({', '.join(_FIELDS)}) VALUES (?,?,?,?,?,?,?,?,?,?)", r)
                 ids.append(cur.lastrowid)
             self._bump(conn)
+            self._audit(conn, actor, "add", ids, {"edits": [{"lang": r[0], "prompt": r[1], "target_new": r[2]}
+                                                            for r in rows]} if actor is not None else None)
         return ids
 
     @_sql_errors
-    def retire(self, ids: Sequence[int] | None = None, *, batch: str | None = None) -> int:
+    def retire(self, ids: Sequence[int] | None = None, *, batch: str | None = None,
+               actor: str | None = None) -> int:
         """Mark edits inactive (kept for the record); by id and/or by batch. Returns how many changed."""
         if ids is None and batch is None:
             raise XkeError("retire: give edit ids or a batch id")
@@ -339,6 +380,7 @@ class EditStore:
         conn = self._conn()
         n = 0
         with self._write(conn):
+            changed = self._active_ids_in(conn, ids, batch) if actor is not None else []
             if ids:
                 for chunk in _chunks(list(ids), 500):
                     q = ",".join("?" * len(chunk))
@@ -349,6 +391,7 @@ class EditStore:
                                   (now, batch)).rowcount
             if n:
                 self._bump(conn)
+                self._audit(conn, actor, "retire", changed, {"batch": batch} if batch is not None else None)
         return n
 
     @_sql_errors
@@ -375,6 +418,17 @@ class EditStore:
             h.update(json.dumps(list(row[1:]), ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
         return h.hexdigest()
 
+    @staticmethod
+    def _active_ids_in(conn: sqlite3.Connection, ids: Sequence[int] | None, batch: str | None) -> list[int]:
+        """Active edits among ``ids`` or in ``batch`` (what a retire is about to change, for the audit)."""
+        out: set[int] = set()
+        for chunk in _chunks([int(i) for i in ids or []], 500):
+            q = ",".join("?" * len(chunk))
+            out.update(r[0] for r in conn.execute(f"SELECT id FROM edits WHERE active = 1 AND id IN ({q})", chunk))
+        if batch is not None:
+            out.update(r[0] for r in conn.execute("SELECT id FROM edits WHERE active = 1 AND batch = ?", (batch,)))
+        return sorted(out)
+
     @_sql_errors
     def delete(self, ids: Sequence[int]) -> int:
         """Remove edits for good (what an in-context method's ``restore()`` does). Returns how many."""
@@ -389,7 +443,7 @@ class EditStore:
         return n
 
     @_sql_errors
-    def rollback(self, to_time: float) -> dict[str, int]:
+    def rollback(self, to_time: float, *, actor: str | None = None) -> dict[str, int]:
         """Make the active set what it was at ``to_time`` (Unix seconds).
 
         Edits created after ``to_time`` are retired; edits created at or before it
@@ -403,12 +457,20 @@ class EditStore:
         now = time.time()
         conn = self._conn()
         with self._write(conn):
+            if actor is not None:
+                going = [r[0] for r in conn.execute("SELECT id FROM edits WHERE created > ? AND active = 1",
+                                                    (to_time,))]
+                coming = [r[0] for r in conn.execute("SELECT id FROM edits WHERE created <= ? AND active = 0 "
+                                                     "AND retired > ?", (to_time, to_time))]
             retired = conn.execute("UPDATE edits SET active = 0, retired = ? WHERE created > ? AND active = 1",
                                    (now, to_time)).rowcount
             revived = conn.execute("UPDATE edits SET active = 1, retired = NULL "
                                    "WHERE created <= ? AND active = 0 AND retired > ?", (to_time, to_time)).rowcount
             if retired or revived:
                 self._bump(conn)
+            if actor is not None:
+                self._audit(conn, actor, "rollback", sorted(going + coming),
+                            {"to": to_time, "retired": going, "reactivated": coming})
         return {"retired": retired, "reactivated": revived}
 
     # --- reads -----------------------------------------------------------------------
@@ -467,6 +529,21 @@ class EditStore:
             raise self._error(e) from None
         for row in rows:
             yield _row_to_edit(row)
+
+    @_sql_errors
+    def audit_log(self, *, since: float | None = None, actor: str | None = None,
+                  limit: int | None = None) -> list[AuditEntry]:
+        """Recorded changes in time order (optionally from ``since``, by ``actor``, the last ``limit``)."""
+        conds = {"time >= ?": None if since is None else float(since), "actor = ?": actor}
+        where = [c for c, v in conds.items() if v is not None]
+        args = [v for v in conds.values() if v is not None]
+        sql = ("SELECT id, time, actor, action, edit_ids, detail FROM audit"
+               + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id DESC")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self._conn().execute(sql, args).fetchall()
+        return [AuditEntry(id=r[0], time=r[1], actor=r[2], action=r[3], edit_ids=json.loads(r[4]),
+                           detail=json.loads(r[5]) if r[5] else {}) for r in reversed(rows)]
 
     @_sql_errors
     def active_ids(self) -> list[int]:
