@@ -178,16 +178,6 @@ def cmd_tlpo(args) -> int:
     return 0
 
 
-def _require_file(p: Path, what: str) -> None:
-    """A clear error (before any work) when an input file is missing or empty."""
-    from ..errors import DataError
-
-    if not p.is_file():
-        raise DataError(f"no such file; {what}", path=str(p))
-    if p.stat().st_size == 0 or not p.read_text(encoding="utf-8", errors="replace").strip():
-        raise DataError(f"empty file (no rows); {what}", path=str(p))
-
-
 def cmd_xkde(args) -> int:
     from .recipe import run_recipe
 

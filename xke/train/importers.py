@@ -171,17 +171,24 @@ def load_xeit_rows(data: str | Path) -> tuple[list[dict], list[dict]]:
     if not p.exists():
         raise DataError("no such file or folder", path=str(p))
     if p.is_file():
-        return read_conversations(p), []
+        return _nonempty(read_conversations(p), p), []
     if (p / "train.jsonl").exists():
         val = p / "validation.jsonl"
-        return read_conversations(p / "train.jsonl"), read_conversations(val) if val.exists() else []
+        return (_nonempty(read_conversations(p / "train.jsonl"), p / "train.jsonl"),
+                read_conversations(val) if val.exists() else [])
     cands = sorted(p.glob("*.json"))
     train = [f for f in cands if "train" in f.name.lower()] or ([cands[0]] if len(cands) == 1 else [])
     if len(train) != 1:
         raise DataError(f"no train.jsonl, and not one ShareGPT *.json training file here (found "
                         f"{[f.name for f in cands]})", path=str(p))
     dev = [f for f in cands if f != train[0] and any(k in f.name.lower() for k in ("dev", "val", "test"))]
-    return read_conversations(train[0]), read_conversations(dev[0]) if dev else []
+    return _nonempty(read_conversations(train[0]), train[0]), read_conversations(dev[0]) if dev else []
+
+
+def _nonempty(rows: list[dict], path: Path) -> list[dict]:
+    if not rows:
+        raise DataError("empty file (no training rows)", path=str(path))
+    return rows
 
 
 # ----------------------------------------------------------------------------- TL-PO pairs
