@@ -392,11 +392,15 @@ def _bar(iterable, total: int, desc: str, enabled: bool):
 
 
 def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
-             on_unit: Callable[[int], None] | None = None) -> dict[str, Any]:
+             on_unit: Callable[[int], None] | None = None,
+             after_edits: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the evaluation ``spec``; returns the metrics dict also written to ``out/metrics.json``.
 
     ``loaded`` (a :class:`xke.models.loading.LoadedModel`) reuses a model already in memory; its weights
     are left as they were. ``on_unit`` is called with the number of units finished so far (for tests).
+    ``after_edits`` (sequential protocol only) is called once with the method while every edit of the run
+    is in force, after the final evaluation and before the edits are undone (``xke general`` measures the
+    edited model there); a resumed run re-applies the edits for it.
     """
     from ..methods.base import build_method, get_method_class
     from ..models.loading import load_model
@@ -405,6 +409,8 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
     from .report import aggregate, write_run_report
 
     spec.validate()
+    if after_edits is not None and spec.protocol != "sequential":
+        raise ConfigError("after_edits needs the sequential protocol (batch and single restore after each unit)")
     out = Path(spec.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     _check_spec(out, spec)
@@ -437,7 +443,7 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
         if spec.protocol in ("single", "batch"):
             _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
         else:
-            _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
+            _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit, after_edits)
 
         # 3. metrics
         order = {c.case_id: i for i, c in enumerate(cases)}
@@ -527,15 +533,17 @@ def _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, 
     deltas.finish(_deltas_meta(spec, len(cases), len(units)))
 
 
-def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit) -> None:
-    """sequential: apply groups one after another, evaluate all cases at the end; undo everything last."""
+def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit, after_edits=None) -> None:
+    """sequential: apply groups one after another, evaluate all cases at the end (then ``after_edits(method)``);
+    undo everything last."""
     groups = _chunks(cases, spec.batch_size)
     final_chunks = _chunks(cases, CHUNK)
     final_done = {r["case_id"] for r in results.of_type("final")}
     todo_final = [j for j, ch in enumerate(final_chunks) if any(c.case_id not in final_done for c in ch)]
     after_done = {r["unit"] for r in results.of_type("after_each")}
     need_edits = (bool(todo_final) or (spec.save_deltas and not (Path(spec.out) / "deltas.safetensors").exists())
-                  or bool(spec.save_edited) or (spec.eval_after_each and len(after_done) < len(groups)))
+                  or bool(spec.save_edited) or (spec.eval_after_each and len(after_done) < len(groups))
+                  or after_edits is not None)
     if not need_edits:
         return
     handles = []
@@ -561,6 +569,8 @@ def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress,
             n_done += 1
             if on_unit:
                 on_unit(n_done)
+        if after_edits is not None:
+            after_edits(method)
         if spec.save_edited:
             _save_edited(spec, lm)
         deltas.finish(_deltas_meta(spec, len(cases), len(groups)))
