@@ -67,8 +67,10 @@ class GeneralSpec:
     limit: int | None = None
     num_fewshot: int | None = None
     seed: int = 0
-    config: str | None = None
-    method_overrides: dict[str, Any] = field(default_factory=dict)
+    #: method options YAML per method name ("*": every method without its own)
+    configs: dict[str, str] = field(default_factory=dict)
+    #: extra method options per method name (merged after the YAML)
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     template: Literal["auto", "chat", "raw"] = "auto"
     dtype: str = "auto"
     device: str = "auto"
@@ -102,6 +104,9 @@ class GeneralSpec:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if self.lm_batch_size < 1:
             raise ConfigError(f"--lm-batch-size must be >= 1, got {self.lm_batch_size}")
+        for k in list(self.configs) + list(self.method_overrides):
+            if k != "*" and k not in self.methods:
+                raise ConfigError(f"method options for {k!r}, which --methods does not name")
         unknown = sorted(set(self.task_data) - set(self.tasks))
         if unknown:
             raise ConfigError(f"--task-data for {unknown}, which --tasks does not name")
@@ -574,11 +579,12 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
             if rec is None:
                 log(f"xke general: {method_name}, {n} edits ({spec.protocol})")
                 got: dict[str, Any] = {}
-                overrides = dict(spec.method_overrides)
+                overrides = dict(spec.method_overrides.get("*", {}), **spec.method_overrides.get(method_name, {}))
                 es = EvalSpec(model=spec.model, out=str(pdir / "eval"), method=method_name, bench=bench, data=data,
                               edit_lang=spec.edit_lang, test_langs=list(spec.test_langs), protocol="sequential",
                               batch_size=n if spec.protocol == "batch" else min(spec.batch_size, n), limit=n,
-                              seed=spec.seed, config=spec.config, mode="retrieve", dtype=spec.dtype,
+                              seed=spec.seed, config=spec.configs.get(method_name, spec.configs.get("*")),
+                              mode="retrieve", dtype=spec.dtype,
                               device=spec.device, template="auto", max_new_tokens=spec.max_new_tokens,
                               method_overrides=overrides)
                 m = run_eval(es, loaded=lm, progress=progress, after_edits=lambda meth: got.update(run_tasks(meth)))

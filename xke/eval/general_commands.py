@@ -26,13 +26,17 @@ def _ints(s: str) -> list[int]:
         raise ConfigError(f"--n-edits takes comma-separated numbers, got {s!r}") from None
 
 
-def _pairs(items: list[str] | None) -> dict[str, str]:
+def _pairs(items: list[str] | None, option: str, default_key: str | None = None) -> dict[str, str]:
+    """``KEY=VALUE`` items as a dict; a bare value goes under ``default_key`` when there is one."""
     from ..errors import ConfigError
 
     out = {}
     for it in items or []:
         if "=" not in it:
-            raise ConfigError(f"--task-data takes TASK=PATH, got {it!r}")
+            if default_key is None:
+                raise ConfigError(f"{option} takes NAME=PATH, got {it!r}")
+            out[default_key] = it.strip()
+            continue
         k, v = it.split("=", 1)
         out[k.strip()] = v.strip()
     return out
@@ -66,7 +70,9 @@ def register(sub, groups) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N documents of each task")
     p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: each task's own)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--config", default=None, help="YAML with method options (its 'method:' section or the whole file)")
+    p.add_argument("--config", action="append", metavar="[METHOD=]PATH",
+                   help="YAML with method options (its 'method:' section or the whole file), for every method or, "
+                        "as METHOD=PATH, for one; repeatable")
     p.add_argument("--template", choices=["auto", "chat", "raw"], default="auto",
                    help="task prompts through the chat template (chat), as the task writes them (raw), "
                         "or chat when the tokenizer has a template (auto)")
@@ -84,9 +90,10 @@ def cmd_general(args) -> int:
     spec = GeneralSpec.from_dict({
         "model": args.model, "out": args.out, "methods": _csv(args.methods), "n_edits": _ints(args.n_edits),
         "protocol": args.protocol, "batch_size": args.batch_size, "tasks": _csv(args.tasks),
-        "task_data": _pairs(args.task_data), "include_paths": list(args.include_path or []),
+        "task_data": _pairs(args.task_data, "--task-data"), "include_paths": list(args.include_path or []),
         "bench": args.bench, "data": args.data, "edit_lang": args.edit_lang, "test_langs": _csv(args.test_langs),
-        "limit": args.limit, "num_fewshot": args.num_fewshot, "seed": args.seed, "config": args.config,
+        "limit": args.limit, "num_fewshot": args.num_fewshot, "seed": args.seed,
+        "configs": _pairs(args.config, "--config", "*"),
         "template": args.template, "lm_batch_size": args.lm_batch_size, "dtype": args.dtype, "device": args.device,
     })
     result = run_general(spec, progress=not args.quiet)
