@@ -77,7 +77,9 @@ class GeneralSpec:
     lm_batch_size: int = 32
     max_new_tokens: int = 16
 
-    NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out", "device", "lm_batch_size")
+    #: fields that may differ when a run is resumed or extended (each (method, N) point keeps its own key)
+    NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out", "device", "lm_batch_size", "methods", "n_edits", "configs",
+                                               "method_overrides")
 
     def validate(self) -> None:
         from ..data.languages import parse_langs
@@ -322,15 +324,19 @@ def prepare_tasks(spec: GeneralSpec, out: Path, world=None, exclude: set[str] | 
     return names, tdir
 
 
-def task_manager(spec: GeneralSpec, tdir: Path):
-    """lm-eval's TaskManager over its own tasks, ``out/tasks`` and the user's include paths."""
+def task_manager(spec: GeneralSpec, tdir: Path, names: Sequence[str] = ()):
+    """lm-eval's TaskManager over ``out/tasks`` and the user's include paths, and lm-eval's own tasks when
+    ``names`` needs one of them (indexing those takes seconds)."""
     from lm_eval.tasks import TaskManager
 
-    paths = [str(tdir)] + [str(Path(p).expanduser()) for p in spec.include_paths]
     for p in spec.include_paths:
         if not Path(p).expanduser().is_dir():
             raise ConfigError(f"--include-path {p}: not a directory of lm-eval task configs")
-    return TaskManager(include_path=paths)
+    paths = [str(tdir)] + [str(Path(p).expanduser()) for p in spec.include_paths]
+    tm = TaskManager(include_path=paths, include_defaults=False)
+    if any(n not in tm.all_tasks and not Path(n).is_file() for n in names):
+        tm = TaskManager(include_path=paths)
+    return tm
 
 
 def load_tasks(tm, names: Sequence[str]) -> dict[str, Any]:
@@ -396,12 +402,19 @@ def make_lm(model, tokenizer, *, formatter, method=None, task_langs: dict[str, s
     langs = dict(task_langs or {})
 
     class XkeLM(HFLM):
+        #: distinct request texts seen, and those an in-context method put edits in front of
+        seen: set[str]
+        with_edits: set[str]
+
         def render(self, text: str, task: str | None) -> str:
+            """The prompt the model reads for a task's request text ``text``."""
             lang = langs.get(task or "") or ("zh" if _has_cjk(text) else "en")
+            self.seen.add(text)
             if method is not None and getattr(method, "kind", None) == "context":
                 q = Query(case_id="", lang=lang, kind="general", prompt=text, target="")
                 edits = method.descriptors_for(q)
                 if edits:
+                    self.with_edits.add(text)
                     text = method.render(edits, q)
             return formatter.format(text)
 
@@ -418,7 +431,9 @@ def make_lm(model, tokenizer, *, formatter, method=None, task_langs: dict[str, s
             return super().generate_until(self._rendered(requests), disable_tqdm)
 
     device = str(next(model.parameters()).device)
-    return XkeLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
+    h = XkeLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
+    h.seen, h.with_edits = set(), set()
+    return h
 
 
 def primary_score(results: dict[str, Any], cfg: dict[str, Any]) -> tuple[str, float | None]:
@@ -503,6 +518,19 @@ def _read_json_file(p: Path) -> dict[str, Any] | None:
         return None
 
 
+def _key(obj: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_key(rec: dict[str, Any] | None, key: str, path: Path) -> None:
+    """Refuse to reuse a result computed under other options (tasks, protocol, method options)."""
+    if rec is not None and rec.get("key", rec.get("tasks_key")) != key:
+        raise ConfigError(f"{path} was computed with other tasks or options (more --n-edits change the world "
+                          f"tasks' unedited facts); use another --out, or delete {path.parent} to recompute")
+
+
 def _write_json(p: Path, obj: Any) -> None:
     tmp = p.with_suffix(p.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -512,6 +540,7 @@ def _write_json(p: Path, obj: Any) -> None:
 def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=print) -> dict[str, Any]:
     """Run (or resume) ``spec``; returns the ``general.json`` dict (also written with ``general.md`` and,
     for several N, ``degradation.png``). ``loaded`` reuses a model in memory (left as it was)."""
+    from ..methods.base import get_method_class
     from ..models.loading import load_model
     from .runner import EvalSpec, _check_spec, edited_facts, load_cases, run_eval
 
@@ -551,22 +580,31 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
     exclude = {k for k in edited_facts(cases[:max(points)]) if k.startswith("fact:")}
 
     names, tdir = prepare_tasks(spec, out, world, exclude)
-    tm = task_manager(spec, tdir)
+    tm = task_manager(spec, tdir, names)
     configs = load_tasks(tm, names)
     langs = {t: task_lang(t, c) for t, c in configs.items()}
     formatter = _prompt_formatter(lm.tokenizer, spec.template)
 
+    # what the task scores depend on: a base or point computed for other tasks is not reused
+    tasks_key = _key({"tasks": names, "exclude": sorted(exclude), "limit": spec.limit, "fewshot": spec.num_fewshot})
+
+    retrieved: dict[str, Any] = {}
+
     def run_tasks(method=None) -> dict[str, dict[str, Any]]:
         h = make_lm(lm.model, lm.tokenizer, formatter=formatter, method=method, task_langs=langs,
                     batch_size=spec.lm_batch_size)
-        return evaluate_tasks(h, tm, names, configs, limit=spec.limit, num_fewshot=spec.num_fewshot, seed=spec.seed)
+        scores = evaluate_tasks(h, tm, names, configs, limit=spec.limit, num_fewshot=spec.num_fewshot,
+                                seed=spec.seed)
+        retrieved.update(prompts=len(h.seen), with_edits=len(h.with_edits))
+        return scores
 
     # base: the unedited model
     base_p = out / "base.json"
     base = _read_json_file(base_p)
+    _check_key(base, tasks_key, base_p)
     if base is None:
         log("xke general: tasks on the unedited model")
-        base = {"scores": run_tasks()}
+        base = {"tasks_key": tasks_key, "scores": run_tasks()}
         base.update(_summary(base["scores"]))
         _write_json(base_p, base)
 
@@ -576,6 +614,10 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
             pdir = out / method_name / f"n{n}"
             res_p = pdir / "general.json"
             rec = _read_json_file(res_p)
+            point_key = _key({"tasks": tasks_key, "protocol": spec.protocol, "batch_size": spec.batch_size,
+                              "config": spec.configs.get(method_name, spec.configs.get("*")),
+                              "overrides": [spec.method_overrides.get("*"), spec.method_overrides.get(method_name)]})
+            _check_key(rec, point_key, res_p)
             if rec is None:
                 log(f"xke general: {method_name}, {n} edits ({spec.protocol})")
                 got: dict[str, Any] = {}
@@ -588,8 +630,11 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
                               device=spec.device, template="auto", max_new_tokens=spec.max_new_tokens,
                               method_overrides=overrides)
                 m = run_eval(es, loaded=lm, progress=progress, after_edits=lambda meth: got.update(run_tasks(meth)))
-                rec = {"method": method_name, "n_edits": n, "protocol": spec.protocol,
+                rec = {"key": point_key, "method": method_name, "n_edits": n, "protocol": spec.protocol,
                        "batch_size": es.batch_size, "scores": got, **_summary(got), "edits": _locality(m)}
+                if get_method_class(method_name).kind == "context":
+                    # how many distinct task prompts the retriever put edits in front of
+                    rec["prompts_with_edits"] = dict(retrieved)
                 rec["delta"] = {t: (None if s["score"] is None or base["scores"].get(t, {}).get("score") is None
                                     else round(s["score"] - base["scores"][t]["score"], 2))
                                 for t, s in got.items()}
