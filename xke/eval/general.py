@@ -62,6 +62,8 @@ class GeneralSpec:
     include_paths: list[str] = field(default_factory=list)
     bench: str = "jsonl"
     data: str = ""
+    #: the toy world of a world model (default: the world it was built in, or the one its config records)
+    world_dir: str | None = None
     edit_lang: str = "en"
     test_langs: list[str] = field(default_factory=lambda: ["en", "zh"])
     limit: int | None = None
@@ -139,6 +141,19 @@ def require_lm_eval():
         raise ConfigError("xke general needs lm-evaluation-harness: pip install 'xke[general]' "
                           "(or pip install 'lm-eval[hf]')") from None
     return lm_eval
+
+
+def quiet_lm_eval() -> None:
+    """No progress bars or info/warning lines from lm-eval and datasets (``--quiet``)."""
+    import logging
+
+    for name in ("lm_eval", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import datasets
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def go_offline() -> None:
@@ -387,7 +402,7 @@ def _prompt_formatter(tok, template: str):
 
 
 def make_lm(model, tokenizer, *, formatter, method=None, task_langs: dict[str, str] | None = None,
-            batch_size: int = 32):
+            batch_size: int = 32, quiet: bool = False):
     """lm-eval's ``HFLM`` on ``model`` (in memory, as edited now) whose prompts are xke's: each request's
     text (the task's ``doc_to_text``) is rendered with ``formatter`` (the chat template, or as is); with an
     in-context ``method`` the edits its retriever finds for that text go in first, rendered by the method
@@ -425,10 +440,10 @@ def make_lm(model, tokenizer, *, formatter, method=None, task_langs: dict[str, s
             return requests
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):
-            return super().loglikelihood(self._rendered(requests), disable_tqdm)
+            return super().loglikelihood(self._rendered(requests), disable_tqdm or quiet)
 
         def generate_until(self, requests, disable_tqdm: bool = False):
-            return super().generate_until(self._rendered(requests), disable_tqdm)
+            return super().generate_until(self._rendered(requests), disable_tqdm or quiet)
 
     device = str(next(model.parameters()).device)
     h = XkeLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
@@ -489,6 +504,15 @@ def world_edit_cases(world, seed: int = 0) -> list:
 
 
 # ------------------------------------------------------------------------------- the run
+def _world_retriever(world_dir: Path) -> Path:
+    """The world's trained cross-lingual retriever (trained once, cached beside the world)."""
+    cand = world_dir / "retriever"
+    if not (cand / "modules.json").exists():
+        from ..memory.train_retriever import train_world_retriever
+        train_world_retriever(world_dir, cand)
+    return cand
+
+
 def _mean(xs) -> float | None:
     from .metrics import mean
 
@@ -547,6 +571,8 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
     spec.validate()
     require_lm_eval()
     go_offline()
+    if not progress:
+        quiet_lm_eval()
     out = Path(spec.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     _check_spec(out, spec)
@@ -555,7 +581,7 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
     # edit cases: the benchmark given, else every edit the toy world has
     from ..methods.context import world_dir_of
 
-    wdir = world_dir_of(lm.model)
+    wdir = Path(spec.world_dir).expanduser() if spec.world_dir else world_dir_of(lm.model)
     world = None
     if wdir is not None and (wdir / "world.json").exists():
         from ..world.world import load_world
@@ -592,7 +618,7 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
 
     def run_tasks(method=None) -> dict[str, dict[str, Any]]:
         h = make_lm(lm.model, lm.tokenizer, formatter=formatter, method=method, task_langs=langs,
-                    batch_size=spec.lm_batch_size)
+                    batch_size=spec.lm_batch_size, quiet=not progress)
         scores = evaluate_tasks(h, tm, names, configs, limit=spec.limit, num_fewshot=spec.num_fewshot,
                                 seed=spec.seed)
         retrieved.update(prompts=len(h.seen), with_edits=len(h.with_edits))
@@ -622,6 +648,8 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
                 log(f"xke general: {method_name}, {n} edits ({spec.protocol})")
                 got: dict[str, Any] = {}
                 overrides = dict(spec.method_overrides.get("*", {}), **spec.method_overrides.get(method_name, {}))
+                if spec.world_dir and get_method_class(method_name).kind == "context":
+                    overrides.setdefault("retriever_path", str(_world_retriever(Path(spec.world_dir))))
                 es = EvalSpec(model=spec.model, out=str(pdir / "eval"), method=method_name, bench=bench, data=data,
                               edit_lang=spec.edit_lang, test_langs=list(spec.test_langs), protocol="sequential",
                               batch_size=n if spec.protocol == "batch" else min(spec.batch_size, n), limit=n,
