@@ -686,6 +686,10 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
 
+def _edits(n: int) -> str:
+    return f"{n} edit" + ("" if n == 1 else "s")
+
+
 def render_table(result: dict[str, Any]) -> str:
     """Markdown in the layout of X-KDE's Table 3: columns = tasks (en, then zh, then others) and avg, rows =
     the unedited model and each method after N edits, each followed by its difference to the unedited model;
@@ -698,7 +702,7 @@ def render_table(result: dict[str, Any]) -> str:
     lines.append("| base (no edits) | " + " | ".join(_fmt(base["scores"].get(t, {}).get("score")) for t in tasks)
                  + f" | {_fmt(base['avg'])} |")
     for r in result["runs"]:
-        name = f"{r['method']}, {r['n_edits']} edits ({r['protocol']})"
+        name = f"{r['method']}, {_edits(r['n_edits'])} ({r['protocol']})"
         lines.append(f"| {name} | " + " | ".join(_fmt(r["scores"].get(t, {}).get("score")) for t in tasks)
                      + f" | {_fmt(r['avg'])} |")
         lines.append("| Δ | " + " | ".join(_fmt(r["delta"].get(t)) for t in tasks) + f" | {_fmt(r['delta_avg'])} |")
@@ -708,7 +712,7 @@ def render_table(result: dict[str, Any]) -> str:
            "| Run | Reliability | Generality | Locality | locality skipped |", "|---|---:|---:|---:|---:|"]
     for r in result["runs"]:
         e = r["edits"]
-        out.append(f"| {r['method']}, {r['n_edits']} edits | {_fmt(e['reliability'])} | {_fmt(e['generality'])} | "
+        out.append(f"| {r['method']}, {_edits(r['n_edits'])} | {_fmt(e['reliability'])} | {_fmt(e['generality'])} | "
                    f"{_fmt(e['locality'])} | {e.get('n_locality_skipped')} |")
     return "\n".join(out)
 
@@ -722,6 +726,7 @@ def plot_degradation(result: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig.suptitle(f"{result.get('model', '')}: general ability and locality after sequential edits", fontsize=10)
     methods = list(dict.fromkeys(r["method"] for r in result["runs"]))
     for i, m in enumerate(methods):
         rs = sorted((r for r in result["runs"] if r["method"] == m), key=lambda r: r["n_edits"])
@@ -733,8 +738,11 @@ def plot_degradation(result: dict[str, Any], path: str | Path) -> Path:
         axes[0].axhline(result["base"]["avg"], color="gray", linestyle=":", label="no edits")
     axes[0].set_title("general ability (task average, %)")
     axes[1].set_title("locality of the edits (tf_acc, %)")
+    from matplotlib.ticker import FuncFormatter
+
     for ax in axes:
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:,.0f}"))
         ax.set_xlabel("sequential edits" if all(r["protocol"] == "sequential" for r in result["runs"]) else "edits")
         ax.grid(True, alpha=0.3)
         ax.legend()
