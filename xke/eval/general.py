@@ -25,7 +25,6 @@ the facts no edit of the run changes, in en and zh, and the same questions in he
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -35,6 +34,7 @@ from typing import Any, ClassVar, Literal, Sequence
 
 from ..config import ConfigError, from_dict, list_presets, load_preset
 from ..errors import DataError, XkeError
+from .runner import ResumableSpec
 
 #: the packaged lm-eval task configs (templates whose data file xke fills in)
 TEMPLATE_GROUP = "lm_eval"
@@ -47,7 +47,7 @@ WORLD_MC_CHOICES = 4
 
 
 @dataclass
-class GeneralSpec:
+class GeneralSpec(ResumableSpec):
     """Options of ``xke general`` (see the module docstring). ``out``, ``device``, ``progress`` and
     ``lm_batch_size`` do not change results and may differ when a run is resumed."""
 
@@ -115,16 +115,6 @@ class GeneralSpec:
         if unknown:
             raise ConfigError(f"--task-data for {unknown}, which --tasks does not name")
         self.test_langs = parse_langs(list(self.test_langs))
-
-    def identity(self) -> dict[str, Any]:
-        """The spec as it must match on resume."""
-        d = self.to_dict()
-        for k in self.NON_IDENTITY:
-            d.pop(k, None)
-        return d
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "xke general") -> "GeneralSpec":

@@ -58,8 +58,25 @@ SPLITS = ("train", "heldout", "all")
 CHUNK = 16
 
 
+class ResumableSpec:
+    """What a spec needs for :func:`_check_spec` (resume into the same ``out``, refuse another spec there):
+    a dataclass whose ``NON_IDENTITY`` fields may differ between a run and its resumption."""
+
+    NON_IDENTITY: ClassVar[tuple[str, ...]] = ()
+
+    def identity(self) -> dict[str, Any]:
+        """The spec as it must match on resume."""
+        d = self.to_dict()
+        for k in self.NON_IDENTITY:
+            d.pop(k, None)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+
 @dataclass
-class EvalSpec:
+class EvalSpec(ResumableSpec):
     """Everything that defines one evaluation run (the options of ``xke eval``).
 
     ``out`` is where results go; ``save_edited``, ``device`` and ``progress``
@@ -127,16 +144,6 @@ class EvalSpec:
     def edit_langs(self) -> list[str]:
         """Languages of the requests of one case (``["zh", "en"]`` for mix)."""
         return ["zh", "en"] if self.edit_lang == "mix" else [self.edit_lang]
-
-    def identity(self) -> dict[str, Any]:
-        """The spec as it must match on resume."""
-        d = self.to_dict()
-        for k in self.NON_IDENTITY:
-            d.pop(k, None)
-        return d
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "eval spec") -> "EvalSpec":
