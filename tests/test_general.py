@@ -234,6 +234,7 @@ def test_bad_task_data_and_missing_dataset_are_one_line_errors(world, tmp_path, 
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_recipe_eval_stage_runs_general_when_asked(world, tmp_path):
     from xke.train.recipe import EvalConfig, general_eval, stage_config
 

@@ -609,8 +609,17 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
     def run_tasks(method=None) -> dict[str, dict[str, Any]]:
         h = make_lm(lm.model, lm.tokenizer, formatter=formatter, method=method, task_langs=langs,
                     batch_size=spec.lm_batch_size, quiet=not progress)
-        scores = evaluate_tasks(h, tm, names, configs, limit=spec.limit, num_fewshot=spec.num_fewshot,
-                                seed=spec.seed)
+        old = os.environ.get("TQDM_DISABLE")
+        if not progress:   # lm-eval's own bars (building requests) have no switch but tqdm's environment
+            os.environ["TQDM_DISABLE"] = "1"
+        try:
+            scores = evaluate_tasks(h, tm, names, configs, limit=spec.limit, num_fewshot=spec.num_fewshot,
+                                    seed=spec.seed)
+        finally:
+            if old is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = old
         retrieved.update(prompts=len(h.seen), with_edits=len(h.with_edits))
         return scores
 
