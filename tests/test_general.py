@@ -199,16 +199,25 @@ def test_standard_mmlu_format_task_from_a_local_json(world, tmp_path):
     data = tmp_path / "mmlu.json"
     data.write_text(json.dumps(recs))
     out = tmp_path / "g"
-    rc = main(["general", "--model", f"world:{world}", "--methods", "memit", "--n-edits", "1",
-               "--tasks", "xke_mmlu", "--task-data", f"xke_mmlu={data}", "--test-langs", "en",
-               "--out", str(out), "--quiet"])
-    assert rc == 0
+    args = ["general", "--model", f"world:{world}", "--methods", "memit", "--protocol", "batch",
+            "--tasks", "xke_mmlu", "--task-data", f"xke_mmlu={data}", "--test-langs", "en", "--out", str(out), "--quiet"]
+    assert main(args + ["--n-edits", "2"]) == 0
     res = json.loads((out / "general.json").read_text())
     s = res["base"]["scores"]["xke_mmlu"]
     assert s["metric"] == "acc" and s["n"] == len(recs) and s["lang"] == "en"
     assert s["score"] == _letter_accuracy(world, recs)
     cfg = (out / "tasks" / "xke_mmlu.yaml").read_text()
     assert str(data.resolve()) in cfg and "doc_to_choice" in cfg   # the config lm-eval ran, data filled in
+    # batch: both edits in one step
+    assert res["runs"][0]["batch_size"] == 2
+    assert json.loads((out / "memit" / "n2" / "eval" / "spec.json").read_text())["batch_size"] == 2
+    # adding a point to the same OUT computes only that one (n2 is reused), and draws the curve
+    n2 = out / "memit" / "n2" / "general.json"
+    before = n2.stat().st_mtime_ns
+    assert main(args + ["--n-edits", "1,2"]) == 0
+    res = json.loads((out / "general.json").read_text())
+    assert [r["n_edits"] for r in res["runs"]] == [1, 2] and n2.stat().st_mtime_ns == before
+    assert (out / "degradation.png").stat().st_size > 0
 
 
 def test_bad_task_data_and_missing_dataset_are_one_line_errors(world, tmp_path, capsys):

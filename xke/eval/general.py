@@ -602,7 +602,8 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
     formatter = _prompt_formatter(lm.tokenizer, spec.template)
 
     # what the task scores depend on: a base or point computed for other tasks is not reused
-    tasks_key = _key({"tasks": names, "exclude": sorted(exclude), "limit": spec.limit, "fewshot": spec.num_fewshot})
+    tasks_key = _key({"tasks": names, "exclude": sorted(exclude) if WORLD_GROUP in names else [],
+                      "limit": spec.limit, "fewshot": spec.num_fewshot})
 
     retrieved: dict[str, Any] = {}
 
