@@ -41,8 +41,8 @@ TEMPLATE_GROUP = "lm_eval"
 WORLD_GROUP = "xke_world"
 #: cases per person/company when generating world edit cases: every fact of every person and company
 WORLD_PER_SUBJECT = 5
-#: templates whose tasks the world group instantiates: (kind, template per language, held-out forms)
-WORLD_TASKS = (("mc", "xke_mc_{lang}", False), ("qa", "xke_qa_{lang}", False), ("heldout", "xke_qa_{lang}", True))
+#: the world group's tasks: (kind of rows, packaged template per language)
+WORLD_TASKS = (("mc", "xke_mc_{lang}"), ("qa", "xke_qa_{lang}"), ("heldout", "xke_qa_{lang}"))
 WORLD_MC_CHOICES = 4
 
 
@@ -296,7 +296,7 @@ def write_world_tasks(world, out_dir: str | Path, exclude: set[str], seed: int =
         if not rows["qa"]:
             raise ConfigError("every fact of the world is edited by the run: no unedited fact left for xke_world; "
                               "use fewer --n-edits")
-        for kind, template, _held in WORLD_TASKS:
+        for kind, template in WORLD_TASKS:
             name = f"{WORLD_GROUP}_{kind}_{lang}"
             path = data_dir / f"{name}.jsonl"
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[kind]), encoding="utf-8")
