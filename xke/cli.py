@@ -22,6 +22,7 @@ from .errors import XkeError
 COMMAND_MODULES = (
     "xke.data.commands",
     "xke.eval.commands",
+    "xke.eval.general_commands",
     "xke.world.commands",
     "xke.memory.commands",
     "xke.train.commands",

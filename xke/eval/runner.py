@@ -74,8 +74,25 @@ SPLITS = ("train", "heldout", "all")
 CHUNK = 16
 
 
+class ResumableSpec:
+    """What a spec needs for :func:`_check_spec` (resume into the same ``out``, refuse another spec there):
+    a dataclass whose ``NON_IDENTITY`` fields may differ between a run and its resumption."""
+
+    NON_IDENTITY: ClassVar[tuple[str, ...]] = ()
+
+    def identity(self) -> dict[str, Any]:
+        """The spec as it must match on resume."""
+        d = self.to_dict()
+        for k in self.NON_IDENTITY:
+            d.pop(k, None)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+
 @dataclass
-class EvalSpec:
+class EvalSpec(ResumableSpec):
     """Everything that defines one evaluation run (the options of ``xke eval``).
 
     ``out`` is where results go; ``save_edited``, ``device`` and ``progress``
@@ -151,16 +168,6 @@ class EvalSpec:
     def edit_langs(self) -> list[str]:
         """Languages of the requests of one case (``["zh", "en"]`` for mix)."""
         return ["zh", "en"] if self.edit_lang == "mix" else [self.edit_lang]
-
-    def identity(self) -> dict[str, Any]:
-        """The spec as it must match on resume."""
-        d = self.to_dict()
-        for k in self.NON_IDENTITY:
-            d.pop(k, None)
-        return d
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "eval spec") -> "EvalSpec":
@@ -589,11 +596,15 @@ def _bar(iterable, total: int, desc: str, enabled: bool):
 
 
 def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
-             on_unit: Callable[[int], None] | None = None) -> dict[str, Any]:
+             on_unit: Callable[[int], None] | None = None,
+             after_edits: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the evaluation ``spec``; returns the metrics dict also written to ``out/metrics.json``.
 
     ``loaded`` (a :class:`xke.models.loading.LoadedModel`) reuses a model already in memory; its weights
     are left as they were. ``on_unit`` is called with the number of units finished so far (for tests).
+    ``after_edits`` (sequential protocol only) is called once with the method while every edit of the run
+    is in force, after the final evaluation and before the edits are undone (``xke general`` measures the
+    edited model there); a resumed run re-applies the edits for it.
     """
     from ..fsutil import DirLock, prepare_out_dir
     from ..methods.base import get_method_class
@@ -601,6 +612,8 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
 
     # checks before any work: options, method, device, --save-edited, --out (then locked)
     spec.validate()
+    if after_edits is not None and spec.protocol != "sequential":
+        raise ConfigError("after_edits needs the sequential protocol (batch and single restore after each unit)")
     cls = get_method_class(spec.method)  # unknown method: fail before loading the model
     if spec.mode == "retrieve" and cls.kind != "context":
         raise ConfigError(f"--mode retrieve applies to in-context methods (ike, lte, xkde); {spec.method} "
@@ -612,7 +625,7 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
     out = prepare_out_dir(spec.out)
     lock = DirLock(out, "another xke eval").acquire()
     try:
-        return _run_locked(spec, out, cls, loaded, progress, on_unit)
+        return _run_locked(spec, out, cls, loaded, progress, on_unit, after_edits)
     finally:
         lock.release()
         if fresh and not (out / "spec.json").exists():  # refused before any result: leave no empty --out
@@ -628,7 +641,7 @@ def _remove_if_only_lock(out: Path) -> None:
         pass
 
 
-def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit) -> dict[str, Any]:
+def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit, after_edits=None) -> dict[str, Any]:
     """:func:`run_eval` once ``out`` is checked and locked."""
     from ..methods.base import build_method
     from ..models.loading import context_length, load_model
@@ -689,7 +702,7 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit)
         if spec.protocol in ("single", "batch"):
             _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
         else:
-            _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
+            _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit, after_edits)
 
         # 3. metrics
         order = {c.case_id: i for i, c in enumerate(cases)}
@@ -783,15 +796,17 @@ def _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, 
     deltas.finish(_deltas_meta(spec, len(cases), len(units)))
 
 
-def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit) -> None:
-    """sequential: apply groups one after another, evaluate all cases at the end; undo everything last."""
+def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit, after_edits=None) -> None:
+    """sequential: apply groups one after another, evaluate all cases at the end (then ``after_edits(method)``);
+    undo everything last."""
     groups = _chunks(cases, spec.batch_size)
     final_chunks = _chunks(cases, CHUNK)
     final_done = {r["case_id"] for r in results.of_type("final")}
     todo_final = [j for j, ch in enumerate(final_chunks) if any(c.case_id not in final_done for c in ch)]
     after_done = {r["unit"] for r in results.of_type("after_each")}
     need_edits = (bool(todo_final) or (spec.save_deltas and not (Path(spec.out) / "deltas.safetensors").exists())
-                  or bool(spec.save_edited) or (spec.eval_after_each and len(after_done) < len(groups)))
+                  or bool(spec.save_edited) or (spec.eval_after_each and len(after_done) < len(groups))
+                  or after_edits is not None)
     if not need_edits:
         return
     handles = []
@@ -817,6 +832,8 @@ def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress,
             n_done += 1
             if on_unit:
                 on_unit(n_done)
+        if after_edits is not None:
+            after_edits(method)
         if spec.save_edited:
             _save_edited(spec, lm)
         deltas.finish(_deltas_meta(spec, len(cases), len(groups)))

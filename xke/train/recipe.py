@@ -54,8 +54,16 @@ class EvalConfig:
     #: world source: also evaluate the final model in retrieve mode (``xke eval --method xkde --mode retrieve``,
     #: ``threshold: auto``), each case's edit stored among N edits about invented people, for each N here
     retrieve_distractors: list[int] = field(default_factory=list)
+    #: also measure general ability (``xke general``: lm-eval tasks before and after N edits) of the final
+    #: model with these methods (e.g. [xkde, memit]); empty = off
+    general_methods: list[str] = field(default_factory=list)
+    #: numbers of sequential edits for ``general_methods`` (several: a degradation curve)
+    general_edits: list[int] = field(default_factory=lambda: [100])
+    #: lm-eval tasks for ``general_methods`` (default the toy-world group)
+    general_tasks: list[str] = field(default_factory=lambda: ["xke_world"])
 
-    late_fields: ClassVar[tuple[str, ...]] = ("retrieve_distractors",)
+    late_fields: ClassVar[tuple[str, ...]] = ("retrieve_distractors", "general_methods", "general_edits",
+                                              "general_tasks")
 
     def validate(self) -> None:
         if any(n < 0 for n in self.retrieve_distractors):
@@ -64,6 +72,8 @@ class EvalConfig:
             raise ValueError("eval.n_cases must be >= 1")
         if self.per_subject is not None and self.per_subject < 1:
             raise ValueError("eval.per_subject must be >= 1 (or null for the world's default)")
+        if any(n < 1 for n in self.general_edits):
+            raise ValueError("eval.general_edits: numbers of edits must be >= 1")
 
 
 @dataclass
@@ -303,6 +313,21 @@ def world_retrieve_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequ
     return res
 
 
+def general_eval(model_spec: str, world_dir: Path | None, ecfg: EvalConfig, out: Path,
+                 test_langs: Sequence[str]) -> dict[str, Any]:
+    """General ability of the final model (``xke general``) before and after ``ecfg.general_edits`` edits of
+    each of ``ecfg.general_methods``: the task average and its change, and the edits' locality, per run."""
+    from ..eval.general import GeneralSpec, run_general
+
+    spec = GeneralSpec(model=str(model_spec), out=str(out), methods=list(ecfg.general_methods),
+                       n_edits=list(ecfg.general_edits), tasks=list(ecfg.general_tasks), test_langs=list(test_langs),
+                       world_dir=str(world_dir) if world_dir is not None else None)
+    g = run_general(spec, progress=False)
+    return {"base_avg": g["base"]["avg"], "out": str(out),
+            "runs": [{"method": r["method"], "n_edits": r["n_edits"], "avg": r["avg"], "delta_avg": r["delta_avg"],
+                      "locality": r["edits"]["locality"]} for r in g["runs"]]}
+
+
 def rows_eval(model_spec: str, rows: list[dict], *, max_new_tokens: int = 24, batch_size: int = 32,
               limit: int = 400, system_prompt: str | None = None) -> dict[str, Any]:
     """Exact match on held-out XE-IT rows, per section x scope x descriptor (non-world sources)."""
@@ -510,6 +535,8 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                     ev[name] = rows_eval(m, read_rows(out / "data" / "validation.jsonl"),
                                          max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
                                          system_prompt=sp)
+            if cfg.eval.general_methods:
+                ev["general"] = general_eval(final, wd, cfg.eval, out / "eval" / "general", t_langs)
             return ev
 
         results["eval"] = st.run("eval", {"eval": stage_config(cfg.eval), "final": final, **sp_dep}, do_eval,
