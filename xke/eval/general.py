@@ -654,7 +654,8 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
                               edit_lang=spec.edit_lang, test_langs=list(spec.test_langs), protocol="sequential",
                               batch_size=n if spec.protocol == "batch" else min(spec.batch_size, n), limit=n,
                               seed=spec.seed, config=spec.configs.get(method_name, spec.configs.get("*")),
-                              mode="retrieve", dtype=spec.dtype,
+                              mode="retrieve" if get_method_class(method_name).kind == "context" else "gold",
+                              dtype=spec.dtype,
                               device=spec.device, template="auto", max_new_tokens=spec.max_new_tokens,
                               method_overrides=overrides)
                 m = run_eval(es, loaded=lm, progress=progress, after_edits=lambda meth: got.update(run_tasks(meth)))
