@@ -287,16 +287,17 @@ def test_resume_after_sigkill_gives_same_metrics(tiny_model, data, tmp_path):
     assert sorted(units) == list(range(40))
 
 
-def test_demo_on_tiny_world(world, tmp_path, capsys):
+def test_demo_on_tiny_world(tmp_path, capsys):
     from xke.cli import main
 
     rc = main(["demo", "--preset", "tiny", "--n", "3", "--methods", "none,fake-weight", "--out", str(tmp_path / "d"),
                "--quiet"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "| none |" in out and "| fake-weight |" in out and "zh Reliability" in out
+    assert "| none | world |" in out and "| fake-weight | world |" in out and "en→zh" in out
     assert (tmp_path / "d" / "report.md").exists() and (tmp_path / "d" / "heatmap.png").exists()
-    m = json.loads(next((tmp_path / "d" / "runs").glob("*/none/metrics.json")).read_text())
-    assert m["n_cases"] == 3 and m["model"].startswith("world:")
-    spec_ = json.loads(next((tmp_path / "d" / "runs").glob("*/none/spec.json")).read_text())
-    assert spec_["split"] == "heldout"
+    for el in ("en", "zh"):   # every row edits in en and in zh
+        m = json.loads((tmp_path / "d" / "runs" / f"none-{el}" / "metrics.json").read_text())
+        assert m["n_cases"] == 3 and m["model"].startswith("world:") and m["edit_lang"] == el
+    held = [json.loads(x) for x in (tmp_path / "d" / "heldout.jsonl").read_text().splitlines()]
+    assert len(held) == 3 and all(c["meta"]["split"] == "heldout" for c in held)

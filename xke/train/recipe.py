@@ -154,7 +154,7 @@ class Stages:
                     return m.get("result")
             except ValueError:
                 pass
-        self.log(f"[{name}] running")
+        self.log(f"[{name}] running (stage {STAGES.index(name) + 1} of {len(STAGES)})")
         t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
         rec = {"hash": h, "result": result, "seconds": round(time.perf_counter() - t0, 2),
@@ -280,8 +280,7 @@ def world_retrieve_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequ
     (``World.distractor_edits``), the world's retriever picks what goes in context (``threshold: auto``).
     Returns exact match per edit -> test language and query kind, in :func:`world_heldout_eval`'s shape."""
     from ..data.loaders import write_jsonl
-    from ..eval.runner import EvalSpec, run_eval
-    from ..memory.store import EditStore, edit_from_dict
+    from ..eval.runner import run_eval
     from ..models.loading import load_model
     from ..world.world import load_world
 
@@ -297,20 +296,35 @@ def world_retrieve_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequ
     res: dict[str, Any] = {"n_cases": len(cases), "n_edits_in_memory": n_distractors + 1, "pairs": {}}
     lm = load_model(str(model_spec))   # once for every edit language
     for s in edit_langs:
-        mem = out / f"memory-{s}-{n_distractors}.sqlite"
-        for old in out.glob(mem.name + "*"):   # rebuilt every time: a crash mid-case can leave that case's edit
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        store = EditStore(mem)
-        store.add_many([edit_from_dict(d) for d in w.distractor_edits(n_distractors, s)])
-        store.close()
-        spec = EvalSpec(model=str(model_spec), out=str(out / f"{s}-{n_distractors}"), method="xkde", data=str(data),
-                        edit_lang=s, test_langs=list(test_langs), mode="retrieve", max_new_tokens=max_new_tokens,
-                        method_overrides={"memory_path": str(mem), "threshold": "auto",
-                                          "retriever_path": str(retriever)})
+        spec = distractor_memory_spec(str(model_spec), w, retriever, data, out, s, test_langs, n_distractors,
+                                      max_new_tokens=max_new_tokens)
         m = run_eval(spec, loaded=lm, progress=False)
         for t in test_langs:
             res["pairs"][f"{s}->{t}"] = {k: v["em"] for k, v in m["by_test_lang"][t].items()}
     return res
+
+
+def distractor_memory_spec(model_spec: str, world, retriever: str | Path, data: str | Path, out: str | Path,
+                           edit_lang: str, test_langs: Sequence[str], n_distractors: int, *,
+                           max_new_tokens: int = 24, method: str = "xkde"):
+    """The ``xke eval`` spec of retrieve-mode ``method`` over a fresh edit memory ``OUT/memory-L-N.sqlite``
+    holding ``n_distractors`` edits about invented people in ``edit_lang`` (``World.distractor_edits``): each
+    case's own edit joins them while it is evaluated (so the memory holds N + 1), ``threshold: auto``.
+    Results go to ``OUT/L-N``."""
+    from ..eval.runner import EvalSpec
+    from ..memory.store import EditStore, edit_from_dict
+
+    out = Path(out)
+    mem = out / f"memory-{edit_lang}-{n_distractors}.sqlite"
+    for old in out.glob(mem.name + "*"):   # rebuilt every time: a crash mid-case can leave that case's edit
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    store = EditStore(mem)
+    store.add_many([edit_from_dict(d) for d in world.distractor_edits(n_distractors, edit_lang)])
+    store.close()
+    return EvalSpec(model=str(model_spec), out=str(out / f"{edit_lang}-{n_distractors}"), method=method,
+                    data=str(data), edit_lang=edit_lang, test_langs=list(test_langs), mode="retrieve",
+                    max_new_tokens=max_new_tokens, method_overrides={"memory_path": str(mem), "threshold": "auto",
+                                                                     "retriever_path": str(retriever)})
 
 
 def general_eval(model_spec: str, world_dir: Path | None, ecfg: EvalConfig, out: Path,

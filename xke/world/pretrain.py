@@ -116,7 +116,7 @@ def train(model, tok, epoch_fn: Callable[[int], list], *, epochs: int, seq_len: 
     gen = torch.Generator().manual_seed(seed)
     model.train()
     step = 0
-    t0 = time.process_time()
+    t0, w0 = time.process_time(), time.time()
     stats = {"steps": 0, "tokens": 0, "loss": []}
     for ep in range(epochs):
         exs = first if ep == 0 else [enc.example(e) for e in epoch_fn(ep)]
@@ -146,10 +146,19 @@ def train(model, tok, epoch_fn: Callable[[int], list], *, epochs: int, seq_len: 
             stats["tokens"] += int(xb.numel())
         stats["loss"].append(round(ep_loss / max(1, ep_n), 4))
         if log:
-            log(f"epoch {ep + 1}/{epochs} loss {stats['loss'][-1]:.4f} steps {step} cpu {time.process_time() - t0:.0f}s")
+            wall = time.time() - w0
+            eta = wall / max(1, step) * (total - step)
+            log(f"epoch {ep + 1}/{epochs} loss {stats['loss'][-1]:.4f} step {step}/{total} "
+                f"cpu {time.process_time() - t0:.0f}s wall {wall:.0f}s eta {_duration(eta)}")
     stats["steps"] = step
     model.eval()
     return stats
+
+
+def _duration(seconds: float) -> str:
+    """``1m05s`` / ``42s``: a short human duration."""
+    s = int(round(seconds))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 @torch.no_grad()
