@@ -1,9 +1,10 @@
 """Edit-memory benchmark: insert throughput and query latency with 1e5 stored edits (CPU).
 
-    python benchmarks/retrieval.py --retriever DIR [--n 100000] [--queries 500] [--threads 1]
+    python benchmarks/retrieval.py [--retriever DIR] [--n 100000] [--queries 500] [--threads 1]
 
-DIR is a local sentence-transformers model (default: the cached toy world's
-retriever, ``xke world retriever``). Prints: insert throughput (batched
+DIR is a local sentence-transformers model (default: the tiny toy world's
+retriever shipped with xke, as ``xke demo`` uses it; ``xke world retriever``
+trains one for any world). Prints: insert throughput (batched
 transactions and one edit per transaction), encode throughput while indexing,
 p50/p95 query latency (query encoding + search) for the faiss HNSW index and
 for exact search, and recall@1 of the approximate index against exact search.
@@ -33,12 +34,11 @@ def _name(rng):
     return " ".join("".join(rng.choice(SYL) for _ in range(rng.randint(2, 3))).capitalize() for _ in range(2))
 
 
-def _default_retriever() -> str | None:
-    root = Path(os.environ.get("XKE_CACHE") or Path(__file__).resolve().parents[1] / ".xke-cache") / "world"
-    for d in sorted(root.glob("*/retriever")):
-        if (d / "modules.json").exists():
-            return str(d)
-    return None
+def _default_retriever() -> str:
+    """The tiny toy world's retriever shipped with xke (``xke demo``'s artifacts, copied into the cache)."""
+    from xke.artifacts import demo_artifacts
+
+    return str(demo_artifacts()[0] / "retriever")
 
 
 def pct(xs, q):
@@ -65,9 +65,6 @@ def main(argv=None) -> int:
     from xke.memory.store import EditStore, MemoryEdit
 
     path = args.retriever or _default_retriever()
-    if not path:
-        print("no retriever: pass --retriever DIR or run `xke world retriever` first", file=sys.stderr)
-        return 2
     rng = random.Random(args.seed)
     edits = [MemoryEdit(lang="en", prompt=rng.choice(TEMPLATES).format(s=_name(rng)), target_new=_name(rng))
              for _ in range(args.n)]

@@ -1,13 +1,14 @@
 """The `xke serve` acceptance flow on a toy world, through a live server and the official openai client.
 
-    python benchmarks/serve_acceptance.py --model runs/xkde-toy/model [--cases 20] [--first 0] [--memory FILE]
+    python benchmarks/serve_acceptance.py [--model runs/xkde-toy/model] [--cases 20] [--first 0] [--memory FILE]
 
 For each of ``--cases`` world cases (from ``--first``): ask the Chinese question, add the English edit
 through ``POST /v1/edits``, ask again (the answer, the edit ids used), retire the edit, ask again. Then
 roll back to just after the first edit was added, ask its question, restart the server over the same
 memory file and ask once more. Prints one JSON line per case and the share of edited answers equal to
 the Chinese ``target_new``. ``--model`` is an X-KDE-trained toy-world model (its config names its world;
-the world's dense retriever and calibrated threshold are used).
+the world's dense retriever and calibrated threshold are used); default: the X-KDE model of the tiny
+world shipped with xke (``xke demo``'s).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", default=None,
+                    help="X-KDE-trained toy-world model (default: the one shipped with xke, as `xke demo` uses it)")
     ap.add_argument("--world", default=None, help="world directory (default: the one the model's config names)")
     ap.add_argument("--cases", type=int, default=20)
     ap.add_argument("--first", type=int, default=0)
@@ -41,6 +43,9 @@ def main(argv=None) -> int:
     from xke.serve.app import KeyRing, create_app
     from xke.serve.runner import build_service, start_server
 
+    if args.model is None:
+        from xke.artifacts import demo_artifacts
+        args.model = str(demo_artifacts()[1])
     key = "acceptance-key-0123456789"
     memory = args.memory or str(Path(tempfile.mkdtemp(prefix="xke-accept-")) / "memory.sqlite")
 

@@ -4,7 +4,7 @@
     python benchmarks/serve_load.py --url http://127.0.0.1:8000 --api-key KEY   # a server already running
 
 Without ``--url`` a server is started in this process on 127.0.0.1 (a free
-port) with ``--model`` (default: the tiny toy world's model) over a fresh
+port) with ``--model`` (default: the tiny toy world's model shipped with xke) over a fresh
 temporary memory (``--retriever bm25`` by default; ``dense`` uses the
 world's retriever). ``--clients`` threads, each with its own HTTP
 connection, send ``--requests`` requests in all: a ``--write-fraction`` of
@@ -53,9 +53,9 @@ def _start_local(args):
     from xke.serve.runner import build_service, start_server
 
     model, world = args.model, None
-    if model is None:
-        from xke.world.build import build_world
-        world = Path(build_world(preset="tiny", seed=0))
+    if model is None:   # the tiny world (seed 0) shipped with xke: nothing to build
+        from xke.artifacts import demo_artifacts
+        world = demo_artifacts()[0]
         model = f"world:{world}"
     elif model.startswith("world:"):
         world = Path(model.split(":", 1)[1])

@@ -48,6 +48,8 @@ def test_demo_artifacts_are_checked_and_copied_out_of_the_package(tmp_path):
     world, xkde = demo_artifacts(src, cache=tmp_path / "c")
     assert (world / "model" / "model.safetensors").exists() and (xkde / "model.safetensors").exists()
     assert world.parent == tmp_path / "c"
+    assert json.loads((xkde / "config.json").read_text())["xke_world_dir"] == str(world)   # finds its retriever
+    assert demo_artifacts(src, cache=tmp_path / "c") == (world, xkde)                      # the copy is reused
     # a corrupted cached copy is replaced; a corrupted source is refused with the file named
     (world / "cases.jsonl").write_text("{}\n")
     world, _ = demo_artifacts(src, cache=tmp_path / "c")

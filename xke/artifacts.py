@@ -74,18 +74,33 @@ def check_files(root: str | Path, expected: dict[str, str], names: Sequence[str]
     return bad
 
 
+def _with_world_dir(config_bytes: bytes, world_dir: Path) -> bytes:
+    """The X-KDE model's config.json with ``xke_world_dir`` set (where ``--mode retrieve`` and ``xke serve``
+    find the world's retriever)."""
+    cfg = json.loads(config_bytes)
+    cfg["xke_world_dir"] = str(world_dir)
+    return (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode()
+
+
 def demo_artifacts(root: str | Path = SHIPPED, cache: str | Path | None = None) -> tuple[Path, Path]:
     """``(world_dir, xkde_model_dir)`` of the shipped demo artifacts, checked against the manifest's sha256
-    and copied (once, atomically) into ``$XKE_CACHE/demo/<digest>`` so nothing writes into the package."""
+    and copied (once, atomically) into ``$XKE_CACHE/demo/<digest>`` so nothing writes into the package; the
+    copy's X-KDE config names the copy's world (``xke_world_dir``)."""
+    import hashlib
+
     from .fsutil import replace_dir
     from .paths import cache_dir
 
     root = Path(root)
     m = load_manifest(root)
-    digest = hash_path(root / MANIFEST)[:12]
-    dest = Path(cache) if cache is not None else cache_dir("demo") / digest
-    if dest.exists() and not check_files(dest, m["files"]):
-        return dest / "world", dest / "xkde"
+    dest = Path(cache) if cache is not None else cache_dir("demo") / hash_path(root / MANIFEST)[:12]
+    dest = dest.resolve()
+    cfg_rel = "xkde/config.json"
+    if dest.exists() and (root / cfg_rel).exists():
+        want = dict(m["files"])
+        want[cfg_rel] = hashlib.sha256(_with_world_dir((root / cfg_rel).read_bytes(), dest / "world")).hexdigest()
+        if not check_files(dest, want):
+            return dest / "world", dest / "xkde"
     bad = check_files(root, m["files"])
     if bad:
         raise XkeError(f"shipped demo artifacts in {root} do not match {MANIFEST}: {', '.join(bad[:5])}; "
@@ -96,6 +111,7 @@ def demo_artifacts(root: str | Path = SHIPPED, cache: str | Path | None = None) 
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(root / rel, tmp / rel)
         shutil.copyfile(root / MANIFEST, tmp / MANIFEST)
+        (tmp / cfg_rel).write_bytes(_with_world_dir((root / cfg_rel).read_bytes(), dest / "world"))
 
     replace_dir(dest, fill)
     return dest / "world", dest / "xkde"
