@@ -325,7 +325,8 @@ def write_heatmap(runs: Sequence[dict[str, Any]], path: str | Path, key: str = "
         ax.set_xticks(range(len(test_langs)), test_langs)
         ax.set_yticks(range(len(edit_langs)), edit_langs)
         ax.set_xlabel("test language")
-        ax.set_ylabel("edit language")
+        if ax is axes[0][0]:   # once: on inner panels the label would run into the panel to its left
+            ax.set_ylabel("edit language")
         ax.set_title(meth, fontsize=9)
         for i in range(len(edit_langs)):
             for j in range(len(test_langs)):
