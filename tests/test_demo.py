@@ -83,3 +83,13 @@ def test_demo_story_xkde_beats_every_weight_editor_across_languages(tmp_path, ca
     assert "| xkde (gold) | X-KDE-trained |" in md and "100 edits in its memory" in md
     assert (tmp_path / "d" / "heatmap.png").stat().st_size > 1000
     assert md in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, field", [(["--memory", "-1"], "--memory"), (["--n", "0"], "--n")])
+def test_demo_refuses_bad_numbers_before_any_work(tmp_path, capsys, args, field):
+    from xke.cli import main
+
+    assert main(["demo", *args, "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and field in err[0]
+    assert not (tmp_path / "d").exists()
