@@ -137,6 +137,9 @@ def cmd_demo(args) -> int:
     from ..demo import run_demo
 
     methods = [s.strip() for s in args.methods.split(",") if s.strip()] if args.methods else None
+    if getattr(args, "threads", None) is None:   # toy models run fastest on one thread (`xke --threads N demo`)
+        import torch
+        torch.set_num_threads(1)
     run_demo(out=args.out, n=args.n, preset=args.preset, methods=methods, progress=not args.quiet,
              system_prompt=args.system_prompt, rebuild=args.rebuild, memory=args.memory)
     return 0
