@@ -57,17 +57,19 @@ def available_methods(names: Sequence[str] | None = None) -> tuple[list[str], di
 
 def rebuild_artifacts(out: str | Path, preset: str = "tiny", seed: int = 0, *, force: bool = True,
                       progress: bool = True) -> tuple[Path, Path]:
-    """Build the demo's world (``preset``, ``seed``), its retriever and an X-KDE model (``toy`` recipe) under
-    ``out`` with the commands in :data:`xke.artifacts.COMMANDS`; returns ``(world_dir, xkde_model_dir)``.
-    ``force``: start every step from scratch (else a finished step is reused and the recipe resumes)."""
+    """Build the demo's world (``preset``, ``seed``), its retriever and an X-KDE model (``toy`` recipe) with the
+    commands in :data:`xke.artifacts.COMMANDS`; returns ``(world_dir, xkde_model_dir)``. ``force``: every step
+    from scratch, the world in ``out/world``; else the cached world (and retriever) is reused and the recipe in
+    ``out/xkde`` resumes."""
     from .memory.train_retriever import train_world_retriever
     from .train.recipe import load_train_config, run_recipe
     from .world.build import build_world
 
     out = Path(out)
     t0 = time.time()
-    _say(f"[1/3] building the '{preset}' toy world (seed {seed}) into {out / 'world'} ...")
-    wd = build_world(preset=preset, seed=seed, out=out / "world", force=force, verbose=progress)
+    wd = out / "world" if force else None   # not forced: the cached world of `xke world build` (built if missing)
+    _say(f"[1/3] building the '{preset}' toy world (seed {seed}){f' into {wd}' if wd else ''} ...")
+    wd = build_world(preset=preset, seed=seed, out=wd, force=force, verbose=progress)
     _say(f"[2/3] training its cross-lingual retriever ({time.time() - t0:.0f} s so far) ...")
     if force or not (wd / "retriever" / "modules.json").exists():
         train_world_retriever(wd, wd / "retriever")
