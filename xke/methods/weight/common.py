@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -19,6 +20,9 @@ class LocateConfig(MethodConfig):
     """Options shared by ROME, MEMIT, AlphaEdit and PMET (see each preset for per-model values)."""
 
     layers: list[int] = field(default_factory=lambda: [1])
+    #: layers for a model with this many decoder layers (replaces ``layers`` there), so that one preset
+    #: fits models of several depths, e.g. ``{2: [0]}`` with ``layers: [0, 1]``
+    layers_by_depth: dict[int, list[int]] = field(default_factory=dict)
     #: module templates ("{}" = layer); default from xke.models.architectures
     mlp_out_module: str | None = None
     attn_out_module: str | None = None
@@ -54,12 +58,15 @@ class LocateConfig(MethodConfig):
     progress: bool = True
 
     def validate(self) -> None:
-        if not self.layers:
-            raise ValueError("layers must list at least one layer index")
-        if any(int(l) < 0 for l in self.layers):
-            raise ValueError(f"layers must be >= 0, got {self.layers}")
-        if sorted(set(self.layers)) != list(self.layers):
-            raise ValueError(f"layers must be increasing and distinct, got {self.layers}")
+        for where, lst in [("layers", self.layers)] + [(f"layers_by_depth[{k}]", v) for k, v in self.layers_by_depth.items()]:
+            if not isinstance(lst, list) or not lst or not all(isinstance(l, int) and not isinstance(l, bool) for l in lst):
+                raise ValueError(f"{where} must list at least one layer index, got {lst!r}")
+            if any(l < 0 for l in lst):
+                raise ValueError(f"{where} must be >= 0, got {lst}")
+            if sorted(set(lst)) != list(lst):
+                raise ValueError(f"{where} must be increasing and distinct, got {lst}")
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.layers_by_depth):
+            raise ValueError(f"layers_by_depth keys must be numbers of decoder layers (>= 1), got {list(self.layers_by_depth)}")
         if self.v_steps < 1 or self.v_lr <= 0:
             raise ValueError("v_steps must be >= 1 and v_lr > 0")
         if self.clamp_norm_factor <= 0:
@@ -106,6 +113,10 @@ class LocateEditMethod(EditMethod):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
+        if self.config.layers_by_depth:
+            chosen = self.config.layers_by_depth.get(num_layers(self.model))
+            if chosen is not None:
+                self.config = dataclasses.replace(self.config, layers=list(chosen))
         self._weight_hash: str | None = None
         self._stats_mem: dict[str, torch.Tensor] = {}   # per-instance, never module-level
 
