@@ -59,11 +59,14 @@ def subject_last_token(tokenizer, text: str, subject: str, ids: list[int] | None
     ``ids`` are the ids the caller feeds the model for ``text`` (from
     :func:`xke.models.prompts.encode_prompt`); they are checked against the offset tokenization.
     """
-    from ...models.prompts import _starts_with_bos
+    from ...models.prompts import _special_prefix, _starts_with_bos
 
     start, end = find_subject_span(text, subject, case_id=case_id, lang=lang)
-    add_special = not _starts_with_bos(tokenizer, text)
-    tok_ids, offsets = tokenize_with_offsets(tokenizer, text, add_special)
+    prefix = [] if _starts_with_bos(tokenizer, text) else _special_prefix(tokenizer)
+    tok_ids, offsets = tokenize_with_offsets(tokenizer, text, False)
+    tok_ids, offsets = prefix + tok_ids, [(0, 0)] * len(prefix) + offsets
+    if ids is not None and len(ids) < len(tok_ids) and list(ids) == tok_ids[:len(ids)]:
+        tok_ids, offsets = tok_ids[:len(ids)], offsets[:len(ids)]  # trailing whitespace went with the answer
     if ids is not None and list(ids) != tok_ids:
         raise ModelError("tokenization with offsets differs from the prompt's ids; cannot locate the subject")
     last = None
