@@ -87,6 +87,8 @@ class EvalSpec:
     dtype: str = "auto"
     device: str = "auto"
     template: Literal["auto", "chat", "plain"] = "auto"
+    #: chat templates with a reasoning switch (Qwen3): thinking mode on; off (enable_thinking=False) by default
+    thinking: bool = False
     max_new_tokens: int = 16
     token_budget: int = 8192
     method_overrides: dict[str, Any] = field(default_factory=dict)
@@ -188,6 +190,9 @@ def _check_spec(out: Path, spec: EvalSpec) -> None:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{p} is not valid JSON ({e}); delete it or use another --out") from e
         old_ident = {k: v for k, v in old.items() if k not in spec.NON_IDENTITY}
+        for f in dataclasses.fields(spec):  # a field added since that run: it ran with the default
+            if f.name in ident and f.name not in old_ident and f.default is not dataclasses.MISSING:
+                old_ident[f.name] = f.default
         diff = sorted(k for k in set(old_ident) | set(ident) if old_ident.get(k) != ident.get(k))
         if diff:
             parts = [f"{k}: {old_ident.get(k)!r} -> {ident.get(k)!r}" for k in diff]
@@ -414,7 +419,7 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
     lm = loaded if loaded is not None else load_model(spec.model, dtype=spec.dtype, device=spec.device)
     model, tok = lm.model, lm.tokenizer
     _seed_all(spec.seed)
-    formatter = PromptFormatter(tok, mode=spec.template)
+    formatter = PromptFormatter(tok, mode=spec.template, thinking=spec.thinking)
     overrides = dict(spec.method_overrides or {})
     if cls.kind == "context":
         overrides["mode"] = spec.mode
@@ -574,7 +579,7 @@ def spec_from_args(args) -> EvalSpec:
     d = {k: getattr(args, k) for k in ("model", "out", "method", "bench", "data", "edit_lang", "test_langs",
                                        "protocol", "batch_size", "limit", "seed", "config", "split", "mode",
                                        "save_deltas", "save_edited", "eval_after_each", "dtype", "device",
-                                       "template", "max_new_tokens")
+                                       "template", "thinking", "max_new_tokens")
          if getattr(args, k, None) is not None}
     if isinstance(d.get("test_langs"), str):
         d["test_langs"] = [s for s in d["test_langs"].split(",") if s.strip()]

@@ -167,9 +167,10 @@ def stage_times(out: Path) -> dict[str, dict]:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int = 24, batch_size: int = 32
-                   ) -> list[str]:
-    """Greedy answers to user messages rendered with the model's chat template (stops at end of turn)."""
+def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int = 24, batch_size: int = 32,
+                   thinking: bool = False) -> list[str]:
+    """Greedy answers to user messages rendered with the model's chat template (stops at end of turn;
+    reasoning mode off unless ``thinking``)."""
     import torch
 
     from .sampling import end_token_ids
@@ -180,8 +181,10 @@ def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int
     stops = end_token_ids(tok)
     dev = next(model.parameters()).device
     model.eval()
-    texts = [tok.apply_chat_template([{"role": "user", "content": u}], tokenize=False, add_generation_prompt=True)
-             for u in user_texts]
+    from ..models.prompts import chat_kwargs
+
+    texts = [tok.apply_chat_template([{"role": "user", "content": u}], tokenize=False, add_generation_prompt=True,
+                                     **chat_kwargs(thinking)) for u in user_texts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = [""] * len(texts)
     for b in range(0, len(order), batch_size):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from ..models.prompts import chat_kwargs
+
 
 @dataclass
 class SamplingConfig:
@@ -28,6 +30,8 @@ class SamplingConfig:
     sections: list[str] | None = None        # None: all
     scopes: list[str] | None = None          # None: all ("in", "out")
     with_edit_only: bool = False
+    #: chat templates with a reasoning switch (Qwen3): thinking mode on (default off: enable_thinking=False)
+    thinking: bool = False
 
     def validate(self) -> None:
         if self.n < 1:
@@ -119,7 +123,8 @@ def _generate_hf(model_spec, prompts, cfg):
     model.eval()
     dev = next(model.parameters()).device
     stops = end_token_ids(tok)
-    texts = [tok.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [tok.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True, **chat_kwargs(cfg.thinking))
+             for p in prompts]
     torch.manual_seed(cfg.seed)
     out: list[list[str]] = []
     for i in tqdm(range(0, len(texts), cfg.batch_size), desc="sampling", leave=False):
