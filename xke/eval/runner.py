@@ -43,6 +43,7 @@ import dataclasses
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence
@@ -424,6 +425,8 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
     if cls.kind == "context":
         overrides["mode"] = spec.mode
     method = build_method(spec.method, model, tok, formatter, config_path=spec.config, overrides=overrides)
+    cases, skipped = _skip_cases_without_subject(spec, cases, method)
+    policy = getattr(method.config, "subject_not_found", "fail")
     engine = Engine(model, tok, max_new_tokens=spec.max_new_tokens, token_budget=spec.token_budget)
     ev = Evaluator(engine, method, formatter, tok, spec.test_langs)
     results = ResultsFile(out / "cases.jsonl")
@@ -439,16 +442,22 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
             pre.update({r["case_id"]: r for r in recs})
 
         # 2. protocol
-        if spec.protocol in ("single", "batch"):
-            _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
-        else:
-            _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
+        from ..methods.weight.subject import subject_not_found_policy
+
+        with subject_not_found_policy(policy if policy in ("skip", "last", "fail") else "fail"):
+            if spec.protocol in ("single", "batch"):
+                _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
+            else:
+                _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
 
         # 3. metrics
         order = {c.case_id: i for i, c in enumerate(cases)}
         final = _final_records(spec, results)
         recs = [final[cid] for cid in sorted(final, key=order.__getitem__) if cid in order]
         metrics = aggregate(recs, spec)
+        if skipped:
+            metrics["skipped"] = {"subject_not_found": len(skipped), "policy": "skip",
+                                  "case_ids": skipped[:50]}
         if spec.protocol == "sequential" and spec.eval_after_each:
             after = {}
             for r in results.of_type("after_each"):
@@ -465,6 +474,28 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
     finally:
         results.close()
         method.close()
+
+
+def _skip_cases_without_subject(spec: EvalSpec, cases: list, method) -> tuple[list, list[str]]:
+    """With a locate-and-edit method whose ``subject_not_found`` is ``skip``: the cases whose edit subject
+    occurs in every rewrite prompt, and the ids of those left out (warned about; counted in metrics.json)."""
+    cfg = method.config
+    if getattr(cfg, "subject_not_found", None) != "skip" or not hasattr(cfg, "context_prefixes"):
+        return cases, []
+    from ..methods.weight.subject import requests_without_subject
+
+    keep, skipped = [], []
+    for c in cases:
+        missing = requests_without_subject(method.formatter, _requests(spec, [c]), cfg.context_prefixes)
+        (skipped if missing else keep).append(c)
+    if skipped and not keep:
+        raise DataError(f"every one of the {len(cases)} cases has an edit subject that does not occur in its "
+                        f"prompt ({spec.edit_lang}); {spec.method} edits at the subject's token. Use "
+                        "'subject_not_found: last' in the method's --config YAML to edit at the prompt's last token instead")
+    if skipped:
+        warnings.warn(f"{len(skipped)} of {len(cases)} cases skipped: the edit subject does not occur in the "
+                      f"prompt (subject_not_found: skip; counted in metrics.json 'skipped')", stacklevel=2)
+    return keep, [c.case_id for c in skipped]
 
 
 def _requests(spec: EvalSpec, cases: Sequence) -> list:
