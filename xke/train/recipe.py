@@ -406,6 +406,13 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if any(s in cfg.stages for s in ("xeit", "tlpo", "eval")):  # before the (long) data stage
+        from transformers import AutoTokenizer
+
+        from ..models.loading import resolve_model_path
+        from .xeit import require_chat_template
+
+        require_chat_template(AutoTokenizer.from_pretrained(resolve_model_path(model)), "the X-KDE recipe")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     langs = parse_langs(cfg.data.langs)

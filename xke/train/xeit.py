@@ -94,12 +94,18 @@ def has_generation_markers(tokenizer) -> bool:
     return "{% generation %}" in tpl or "{%- generation %}" in tpl or "generation -%}" in tpl
 
 
+def require_chat_template(tokenizer, what: str = "X-KDE training") -> None:
+    """A clear :class:`XkeError` when ``tokenizer`` has no chat template (a base model)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise XkeError(f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')} has no chat template (a base "
+                       f"model?); {what} renders every row and prompt with the model's own chat template. Use an "
+                       "instruct/chat model, or add a 'chat_template' to its tokenizer_config.json")
+
+
 def to_sft_records(rows: list[dict], tokenizer, thinking: bool = False) -> tuple[list[dict], str]:
     """(records, mode): ``messages`` records for assistant-only loss, else prompt/completion records; each
     carries the ``chat_template_kwargs`` TRL renders it with (``enable_thinking``, off unless ``thinking``)."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise XkeError(f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')} has no chat template; X-KDE "
-                       "training renders rows with the model's own chat template (add one to tokenizer_config.json)")
+    require_chat_template(tokenizer)
     kw = {"chat_template_kwargs": chat_kwargs(thinking)}
     if has_generation_markers(tokenizer):
         return [{"messages": r["messages"], **kw} for r in rows], "assistant_only"
