@@ -24,8 +24,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from ..errors import ModelError
 
 # ------------------------------------------------------------------------------- published chat templates
@@ -233,7 +231,7 @@ def family_tokenizer(source: str, *, legacy: bool = True):
 
 def build_family_model(family: str, out_dir: str | Path, *, seed: int = 0, legacy: bool = True) -> Path:
     """Save a tiny random model of ``family`` (config class, tokenizer, chat template) to ``out_dir``."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from .tiny import save_random_model
 
     if family not in FAMILIES:
         raise ModelError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
@@ -253,12 +251,4 @@ def build_family_model(family: str, out_dir: str | Path, *, seed: int = 0, legac
                    max_position_embeddings=512)
     else:
         cfg = dict(_SMALL, **extra)
-    config = AutoConfig.for_model(model_type, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                  tie_word_embeddings=True, **cfg)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return out
+    return save_random_model(model_type, tok, out, seed=seed, tie_word_embeddings=True, **cfg)
