@@ -102,7 +102,7 @@ def _generate_vllm(model_spec, prompts, cfg):  # pragma: no cover - needs vLLM +
 
     llm = LLM(model=str(resolve_model_path(model_spec)), seed=cfg.seed)
     sp = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens)
-    outs = llm.chat([list(p) for p in prompts], sp, use_tqdm=True)
+    outs = llm.chat([list(p) for p in prompts], sp, use_tqdm=True, chat_template_kwargs=chat_kwargs(cfg.thinking))
     return [[o.text for o in r.outputs] for r in outs]
 
 
