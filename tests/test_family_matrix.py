@@ -45,3 +45,38 @@ def test_matrix_half_precision_and_missing_tokenizer(matrix_module, tmp_path, mo
     for dt in ("bfloat16", "float16"):
         assert table[("olmo2", dt)]["none"] == "ok" and table[("olmo2", dt)]["rome"].startswith("ok Δ=")
         assert all(c.startswith("skip: the Llama 2 tokenizer") for c in table[("phi3", dt)].values())
+
+
+def _readme_table(mx) -> dict[tuple[str, str], dict[str, str]]:
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    head = "| family | dtype | " + " | ".join(mx.PATHS) + " |"
+    i = lines.index(head)
+    table = {}
+    for line in lines[i + 2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        table[(cells[0], cells[1])] = dict(zip(mx.PATHS, cells[2:]))
+    return table
+
+
+def _status(cell: str) -> str:
+    return cell.split()[0].rstrip(":")
+
+
+def test_readme_table_covers_every_cell(matrix_module):
+    mx = matrix_module
+    table = _readme_table(mx)
+    assert list(table) == [(f, d) for f in mx.FAMILY_ORDER for d in mx.DTYPES]
+    assert {_status(c) for row in table.values() for c in row.values()} <= {"ok", "refused"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").environ.get("XKE_FULL_MATRIX"),
+                    reason="set XKE_FULL_MATRIX=1 to rerun the whole README matrix (~5 CPU-minutes)")
+def test_full_matrix_matches_readme(matrix_module, tmp_path):
+    mx = matrix_module
+    got = mx.build_matrix(work=tmp_path)
+    want = _readme_table(mx)
+    assert {k: {p: _status(c) for p, c in row.items()} for k, row in got.items()} == \
+        {k: {p: _status(c) for p, c in row.items()} for k, row in want.items()}
