@@ -121,7 +121,7 @@ def test_none_single_metrics_shape(tiny_model, data, tmp_path):
     assert set(en) == {"reliability", "generality", "locality", "portability"}
     assert "portability" not in zh  # no zh portability questions in the data
     # the unedited model agrees with itself
-    assert en["locality"] == {"tf_acc": 100.0, "f1": 100.0, "em": 100.0}
+    assert en["locality"] == {"tf_acc": 100.0, "f1": 100.0, "em": 100.0, "tf_f1": 100.0, "tf_em": 100.0}
     tfs = [v["tf_acc"] for b in m["by_test_lang"].values() for v in b.values()]
     assert m["avg"] == round(sum(tfs) / len(tfs), 2)
     assert set(m["clm"]) == {"zh_score", "en_score", "trans"}

@@ -22,10 +22,12 @@ from .errors import XkeError
 COMMAND_MODULES = (
     "xke.data.commands",
     "xke.eval.commands",
+    "xke.eval.general_commands",
     "xke.world.commands",
     "xke.memory.commands",
     "xke.train.commands",
     "xke.analysis.commands",
+    "xke.serve.commands",
 )
 
 GROUPS = {
@@ -65,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    if args.threads:
-        os.environ["XKE_THREADS"] = str(args.threads)
-        import torch
-        torch.set_num_threads(args.threads)
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise XkeError(f"--threads must be >= 1, got {args.threads}")
+            os.environ["XKE_THREADS"] = str(args.threads)
+            import torch
+            torch.set_num_threads(args.threads)
         rc = args.func(args)
     except XkeError as e:
         print(f"xke: error: {e}", file=sys.stderr)

@@ -10,6 +10,8 @@ read with ``yaml.safe_load``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from importlib import resources
@@ -57,6 +59,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -75,6 +79,55 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+#: numeric options that must be > 0 (learning rates, sizes, step and sample counts, ...)
+POSITIVE_KEYS = re.compile(
+    r"^(lr|v_lr|learning_rate|beta|timeout_s|dim|heads|intermediate|vocab_size|d_model|d_ff|n_layers|n_heads|"
+    r"max_position|seq_len|batch_rows|max_seq_length|max_length|max_new_tokens|max_tokens|token_budget|epochs|"
+    r"num_train_epochs|n|top_k|faiss_min|n_cases|v_steps|steps|mom2_n_samples|mom2_max_length|mom2_batch_size|"
+    r"mom2_update_weight|per_device_\w*batch_size|gradient_accumulation_steps|max_concurrency|logging_steps|"
+    r"save_steps|lora_r|lora_alpha|threads|cache_budget_mb|clamp_norm_factor|max_grad_norm|l2|n_people|"
+    r"n_countries|n_companies|cities_per_country|cases_per_subject)$")
+#: numeric options that are fractions or probabilities, in [0, 1]
+UNIT_KEYS = re.compile(r"(fraction|ratio|share|dropout|^top_p|^latin_\w+|^reading_(cross|counterfactual|single|"
+                       r"qa_form|same_form)|^warmup)$")
+#: numeric options that may be negative (any finite value); every other one must be >= 0
+SIGNED_KEYS = re.compile(r"^(seed|layers|layer|threshold|min_quality_score|flaw_threshold|residual_power)$")
+
+
+def check_number_range(key: str, value: Any, where: str) -> None:
+    """Range rule of numeric option ``key`` (see :data:`POSITIVE_KEYS`, :data:`UNIT_KEYS`,
+    :data:`SIGNED_KEYS`): finite always; > 0, in [0, 1], any, or >= 0 (the default). ``max_steps``
+    may be -1 (train by epochs). Lists are checked element by element."""
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_number_range(key, v, f"{where}[{i}]")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if SIGNED_KEYS.search(key):
+        return
+    if key == "max_steps":
+        if value < -1 or value == 0:
+            raise ConfigError(f"{where}: expected a positive number of steps or -1 (train by epochs), got {value!r}")
+        return
+    if key == "warmup_steps":  # a count, or a fraction of the steps when below 1
+        ok = value >= 0
+    elif UNIT_KEYS.search(key):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{where}: expected a fraction between 0 and 1, got {value!r}")
+        return
+    elif POSITIVE_KEYS.search(key):
+        if not value > 0:
+            raise ConfigError(f"{where}: expected a number > 0, got {value!r}")
+        return
+    else:
+        ok = value >= 0
+    if not ok:
+        raise ConfigError(f"{where}: expected a number >= 0, got {value!r}")
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, *, source: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``, validating keys and types."""
     data = dict(data or {})
@@ -86,6 +139,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, source: str = "confi
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
     kwargs = {k: _check_type(v, hints[k], f"{source}: key '{k}'") for k, v in data.items()}
+    for k, v in kwargs.items():
+        check_number_range(k, v, f"{source}: key '{k}'")
     try:
         obj = cls(**kwargs)
     except TypeError as e:

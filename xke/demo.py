@@ -52,14 +52,19 @@ def available_methods(names: Sequence[str] | None = None) -> tuple[list[str], di
 
 
 def run_demo(out: str | Path | None = None, n: int = 40, preset: str = "default",
-             methods: Sequence[str] | None = None, progress: bool = True) -> str:
-    """Run the demo; returns the merged report's markdown (also printed)."""
+             methods: Sequence[str] | None = None, progress: bool = True, system_prompt: str | None = None) -> str:
+    """Run the demo; returns the merged report's markdown (also printed). ``system_prompt``: as ``xke eval``'s."""
     from .eval.report import merge_runs
     from .eval.runner import EvalSpec, run_eval
     from .models.loading import load_model
 
-    out = Path(out or "runs/demo").expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    from .fsutil import prepare_out_dir
+    from .methods.base import METHOD_MODULES
+
+    unknown = [m for m in (methods or []) if m.lower() not in METHOD_MODULES]
+    if unknown:  # before building anything
+        raise ConfigError(f"--methods: unknown method(s) {unknown}; available: {', '.join(METHOD_MODULES)}")
+    out = prepare_out_dir(out or "runs/demo")
     try:
         from .world.build import build_world
     except ImportError:
@@ -81,7 +86,8 @@ def run_demo(out: str | Path | None = None, n: int = 40, preset: str = "default"
     dirs = []
     for name in names:
         spec = EvalSpec(model=model_spec, out=str(out / "runs" / tag / name), method=name, bench="jsonl", data=data,
-                        edit_lang="en", test_langs=["en", "zh"], protocol="single", limit=n, split=split)
+                        edit_lang="en", test_langs=["en", "zh"], protocol="single", limit=n, split=split,
+                        system_prompt=system_prompt)
         print(f"xke demo: {name} ...", file=sys.stderr)
         try:
             run_eval(spec, loaded=lm, progress=progress)

@@ -51,6 +51,8 @@ def register(sub, groups) -> None:
                    help="residual = decoder layer output, mlp = MLP output (default residual)")
     p.add_argument("--template", choices=["none", "auto", "chat", "plain"], default="none",
                    help="feed the bare sentence (none, default) or a formatted prompt")
+    p.add_argument("--system-prompt", default=None, metavar="TEXT",
+                   help="system message of chat-formatted prompts (--template auto/chat)")
     p.add_argument("--no-tsne", action="store_true", help="skip t-SNE (PCA only)")
     p.add_argument("--tsne-max", type=int, default=300, help="pairs used for t-SNE (default 300)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -170,7 +172,8 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     layers = parse_layers(args.layers, len(decoder_layers(lm.model)))
     report, points = analyze_layers(lm.model, lm.tokenizer, pairs, layers=layers, langs=langs, site=args.site,
-                                    template=args.template, tsne=not args.no_tsne, tsne_max=args.tsne_max,
+                                    template=args.template, system_prompt=args.system_prompt,
+                                    tsne=not args.no_tsne, tsne_max=args.tsne_max,
                                     seed=args.seed, batch_size=args.batch_size)
     report = {"model": args.model, "source": source, **report}
     out = Path(args.out)

@@ -244,6 +244,7 @@ def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {unknown}; valid: {sorted(_TOP_KEYS)}")
     name = str(raw.get("name") or p.stem)
+    check_run_name(name, p)
     fmt = raw.get("name_format") or "{method}-{edit_lang}-bs{batch_size}"
     defaults = dict(raw.get("defaults") or {})
     grids: list[tuple[str, dict, dict | None]] = []
@@ -273,6 +274,7 @@ def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None
         runs.append(RunDef(str(extra.get("name") or _run_name(fmt, fields, "")), {k: v for k, v in fields.items() if k != "name"}))
     seen: dict[str, int] = {}
     for r in runs:
+        check_run_name(r.name, p)
         if r.name in seen:
             raise ConfigError(f"{p}: two runs are both named {r.name!r}; add the varying field to name_format")
         seen[r.name] = 1
@@ -282,6 +284,16 @@ def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None
     if not isinstance(analyze, dict):
         raise ConfigError(f"{p}: 'analyze' must be a mapping")
     return Experiment(name=name, runs=runs, analyze=analyze, path=p)
+
+
+def check_run_name(name: str, source: Path | str) -> None:
+    """Refuse a run or experiment name that would write outside the output folder (absolute, ``..``,
+    empty parts, a drive or backslash), naming ``source``."""
+    parts = name.replace("\\", "/").split("/")
+    if (not name or name.startswith(("/", "~")) or "\\" in name or ":" in name or "\x00" in name
+            or any(part in ("", ".", "..") for part in parts)):
+        raise ConfigError(f"{source}: run name {name!r} is not a plain relative folder name (no '..', '/' at the "
+                          "start, empty parts, ':' or backslashes); results must stay inside --out")
 
 
 def _run_name(fmt: str, fields: Mapping[str, Any], grid: str) -> str:
@@ -371,33 +383,14 @@ def _short_model(model: Any) -> str:
 
 
 def clm_table(runs: Sequence[tuple[str, Path]]) -> str:
-    """CLM-Bench Table 1/2 layout (markdown) from the runs' metrics.json (tf_acc, percent);
-    ``runs`` = (run name, run dir)."""
-    head = ("| Run | Model | Batch size | Method | Editing language | zh score | en score | zh Reliability | "
-            "zh Generality | zh Locality | en Reliability | en Generality | en Locality | trans |")
-    sep = "|" + "---|" * 5 + "---:|" * 9
-    lines = [head, sep]
-    lang_name = {"zh": "Chinese", "en": "English", "mix": "mix"}
-    for name, d in runs:
-        p = Path(d) / "metrics.json"
-        if not p.exists():
-            continue
-        m = json.loads(p.read_text(encoding="utf-8"))
-        by = m.get("by_test_lang") or {}
-        clm = m.get("clm") or {}
+    """CLM-Bench Table 1/2 layout (markdown) from the runs' metrics.json (tf_acc, percent; locality forced on the
+    dataset's answer where the profile does so); ``runs`` = (run name, run dir). See
+    :func:`xke.eval.report.render_clm`."""
+    from ..eval.report import load_run, render_clm
 
-        def cell(lang: str, kind: str) -> str:
-            v = ((by.get(lang) or {}).get(kind) or {}).get("tf_acc")
-            return "–" if v is None else f"{v:.2f}%"
-
-        def num(v: Any) -> str:
-            return "–" if v is None else f"{v:.2f}%"
-        lines.append(f"| {name} | {_short_model(m.get('model'))} | {m.get('batch_size', '')} | {m.get('method', '')} | "
-                     f"{lang_name.get(str(m.get('edit_lang')), m.get('edit_lang'))} | {num(clm.get('zh_score'))} | "
-                     f"{num(clm.get('en_score'))} | {cell('zh', 'reliability')} | {cell('zh', 'generality')} | "
-                     f"{cell('zh', 'locality')} | {cell('en', 'reliability')} | {cell('en', 'generality')} | "
-                     f"{cell('en', 'locality')} | {num(clm.get('trans'))} |")
-    return "\n".join(lines) + "\n"
+    done = [(name, load_run(d)) for name, d in runs if (Path(d) / "metrics.json").exists()]
+    ms = [dict(m, model=_short_model(m.get("model"))) for _, m in done]
+    return render_clm(ms, [str(m.get("method", "")) for m in ms], batch=True, names=[n for n, _ in done])
 
 
 def geometry_table(rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> str:
@@ -449,7 +442,8 @@ def run_experiment(config: str | Path, out: str | Path | None = None, *, only: S
     specs = [build_spec(r.fields, root / r.name) for r in runs]
     for spec in specs:
         get_method_class(spec.method)
-    root.mkdir(parents=True, exist_ok=True)
+    from ..fsutil import prepare_out_dir
+    prepare_out_dir(root)
     done: list[tuple[RunDef, Path]] = []
     loaded_key, loaded = None, None
     for i, r in enumerate(runs, 1):

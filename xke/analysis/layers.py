@@ -279,15 +279,16 @@ def pairs_from_world(world, langs: tuple[str, str], *, limit: int | None = None,
 
 def analyze_layers(model, tokenizer, pairs: Sequence[ParallelPair], *, layers: Sequence[int],
                    langs: tuple[str, str] = ("zh", "en"), site: str = "residual", template: str = "none",
-                   tsne: bool = True, tsne_max: int = 300, seed: int = 0,
+                   system_prompt: str | None = None, tsne: bool = True, tsne_max: int = 300, seed: int = 0,
                    batch_size: int = 16) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """Run the model over both sides of ``pairs``; return (layers.json mapping, 2-D points per layer).
-    ``template``: "none" feeds the bare sentence, otherwise a :class:`PromptFormatter` mode."""
+    ``template``: "none" feeds the bare sentence, otherwise a :class:`PromptFormatter` mode (with
+    ``system_prompt`` as its system message)."""
     if template == "none":
         fmt = lambda t: t  # noqa: E731
     else:
         from ..models.prompts import PromptFormatter
-        pf = PromptFormatter(tokenizer, mode=template)
+        pf = PromptFormatter(tokenizer, mode=template, system=system_prompt)
         fmt = pf.format
     ta = [fmt(p.text_a) for p in pairs]
     tb = [fmt(p.text_b) for p in pairs]

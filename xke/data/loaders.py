@@ -10,11 +10,20 @@ the literal ``"nq question: "`` prefix of locality questions, as a prefix.
 Entry points:
 
 - :func:`load_bench` ``(bench, path, langs=None, limit=None)`` — dispatch by name
-  (``bizsre``, ``mzsre``, ``clm``, ``jsonl``).
-- :func:`load_bizsre`, :func:`load_mzsre`, :func:`load_clm`, :func:`read_jsonl`,
+  (``bizsre``, ``mzsre``, ``clm``, ``knowedit``, ``jsonl``).
+- :func:`load_bizsre`, :func:`load_mzsre`, :func:`load_clm`, :func:`load_knowedit`, :func:`read_jsonl`,
   :func:`write_jsonl`, :func:`case_from_dict`.
 - :func:`load_mzsre_train` — MzsRE training TSVs as aligned (question, answer) pairs.
 - :func:`check_bench` — the summary printed by ``xke data check``.
+
+Strictness (so that ``data check`` passing means ``eval`` can read the file):
+only regular files are read (a FIFO is refused, never opened); an empty file
+or one with no records is an error; a string with a NUL character or a lone
+surrogate is refused; a target made only of whitespace and zero-width
+characters counts as empty; deeply nested JSON is a clear error; a Bi-ZsRE
+record must have the same language sides as the others and an ``en`` side,
+and an exact duplicate of an earlier record is refused; two MzsRE files for
+one language (``cs.json`` and ``cz.json``) are refused.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import DataError, XkeError
 from .languages import LANGUAGE_NAMES, MZSRE_LANGUAGES, normalize_lang, parse_langs
-from .schema import EditCase, LangView, Provenance, cases_languages
+from .schema import EditCase, LangView, Provenance, cases_languages, is_blank, text_problem
 
 NQ_PREFIX = "nq question: "
 
@@ -37,13 +46,15 @@ BENCH_ALIASES: dict[str, str] = {
     "mzsre": "mzsre", "mzsre-test": "mzsre",
     "clm": "clm", "clm-bench": "clm", "clm_bench": "clm", "clmbench": "clm",
     "jsonl": "jsonl", "xke": "jsonl",
+    "knowedit": "knowedit", "knowedit-zsre": "knowedit", "knowedit_zsre": "knowedit",
 }
-BENCHES = ("bizsre", "mzsre", "clm", "jsonl")
+BENCHES = ("bizsre", "mzsre", "clm", "knowedit", "jsonl")
 
 _ZSRE_FIELDS = ("subject", "src", "rephrase", "alt", "loc", "loc_ans", "portability")
 _CLM_FIELDS = ("prompt", "target_new", "subject", "ground_truth", "rephrase_prompt", "loc", "loc_ans")
 _VIEW_FIELDS = {"subject", "prompt", "target_new", "target_old", "paraphrases", "locality_prompt",
-                "locality_answer", "portability_prompt", "portability_answer", "style"}
+                "locality_answer", "portability_prompt", "portability_answer", "style", "locality_prefix",
+                "extra_locality", "extra_portability"}
 
 
 class LoadedCases(list):
@@ -71,20 +82,52 @@ def strip_nq_prefix(text: str) -> str:
     return text.removeprefix(NQ_PREFIX)
 
 
+def nq_prefix_of(text: str | None) -> str:
+    """The prefix :func:`strip_nq_prefix` removes from ``text`` (``""`` when none)."""
+    return NQ_PREFIX if text and text.startswith(NQ_PREFIX) else ""
+
+
 # --------------------------------------------------------------------------- helpers
-def _read_json(path: Path) -> Any:
+def _check_regular(path: Path) -> None:
+    from ..fsutil import is_regular_file
+
+    if path.exists() and not path.is_dir() and not is_regular_file(path):
+        raise DataError("not a regular file (a FIFO, socket or device is never read)", path=str(path))
+
+
+def _json_loads(text: str, path: Path, row: int | None = None) -> Any:
+    """``json.loads`` with one-line errors: bad JSON, NaN/Infinity, too deeply nested."""
+    def bad_constant(name: str):
+        raise DataError(f"{name} is not valid JSON", path=str(path), row=row)
     try:
-        text = path.read_text(encoding="utf-8")
+        return json.loads(text, parse_constant=bad_constant)
+    except json.JSONDecodeError as e:
+        msg = (f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})" if row is None
+               else f"invalid JSON on line {row}: {e.msg} (column {e.colno})")
+        raise DataError(msg, path=str(path), row=row) from None
+    except RecursionError:
+        raise DataError("invalid JSON: nested too deeply", path=str(path), row=row) from None
+
+
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file; a one-line :class:`DataError` naming the file when it is missing, not a regular
+    file, or unreadable."""
+    _check_regular(path)
+    try:
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError("file not found", path=str(path)) from None
     except UnicodeDecodeError as e:
         raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
     except OSError as e:
         raise DataError(f"cannot read: {e.strerror}", path=str(path)) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})", path=str(path)) from None
+
+
+def _read_json(path: Path) -> Any:
+    text = read_text_file(path)
+    if not text.strip():
+        raise DataError("empty file (no records)", path=str(path))
+    return _json_loads(text, path)
 
 
 def _records(data: Any, path: Path) -> list:
@@ -109,7 +152,10 @@ def _get_str(rec: dict, key: str, *, path: Path, row: int, prefix: str = "", req
         return None
     if not isinstance(v, str):
         raise DataError(f"expected a string, got {_typename(v)} {v!r:.60}", path=str(path), row=row, field=fname)
-    if nonempty and not v.strip():
+    why = text_problem(v)
+    if why:
+        raise DataError(why, path=str(path), row=row, field=fname)
+    if nonempty and is_blank(v):
         raise DataError("empty value (a new target must not be empty)" if "target" in key or key == "alt"
                         else "empty value", path=str(path), row=row, field=fname)
     return v
@@ -158,7 +204,7 @@ def _zsre_view(rec: Any, path: Path, row: int, prefix: str = "") -> LangView:
     return LangView(subject=subject, prompt=src, target_new=alt, target_old=None,
                     paraphrases=[rephrase] if rephrase else [],
                     locality_prompt=strip_nq_prefix(loc) if loc else None,
-                    locality_answer=loc_ans,
+                    locality_answer=loc_ans, locality_prefix=nq_prefix_of(loc),
                     portability_prompt=pq or None, portability_answer=pa or None, style="question")
 
 
@@ -184,10 +230,28 @@ def load_bizsre(path: str | Path, langs: str | Sequence[str] | None = None,
     recs = _records(_read_json(p), p)
     want = _want_langs(langs)
     cases = []
+    sides: list[str] | None = None
+    seen: dict[str, int] = {}
     for row, rec in enumerate(recs):
         rec = _get_dict(rec, p, row)
         if not rec:
             raise DataError("record has no language sides", path=str(p), row=row)
+        key = json.dumps(rec, sort_keys=True, ensure_ascii=False)
+        if key in seen:
+            raise DataError(f"duplicate of record {seen[key]} (the same edit twice)", path=str(p), row=row)
+        seen[key] = row
+        have = sorted(_lang_or_error(k, p, row, k) for k in rec)
+        if want is None:
+            if "en" not in have:
+                raise DataError(f"no 'en' side in this record (it has {sorted(rec)}); Bi-ZsRE records have en "
+                                "and zh", path=str(p), row=row, field="en")
+            if sides is None:
+                sides = have
+            elif have != sides:
+                missing = sorted(set(sides) - set(have))
+                raise DataError(f"this record has sides {have}, record 0 has {sides}"
+                                + (f" (no {missing})" if missing else ""), path=str(p), row=row,
+                                field=missing[0] if missing else None)
         views: dict[str, LangView] = {}
         for key, side in rec.items():
             lang = _lang_or_error(key, p, row, key)
@@ -224,6 +288,9 @@ def _mzsre_files(path: Path, suffix: str, want: list[str] | None) -> tuple[dict[
         except XkeError:
             warns.append(f"ignored {f.name}: not a language code")
             continue
+        if lang in files:
+            raise DataError(f"both {files[lang].name} and {f.name} are language '{lang}'; keep one of them",
+                            path=str(path))
         files[lang] = f
     if not files:
         raise DataError(f"no <lang>{suffix} files in this folder", path=str(path))
@@ -298,6 +365,7 @@ class TrainPairs:
 
 
 def _read_lines(path: Path) -> list[str]:
+    _check_regular(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -396,7 +464,7 @@ def _clm_view(rec: Any, path: Path, row: int, prefix: str) -> tuple[LangView, An
     view = LangView(subject=subject, prompt=prompt, target_new=target, target_old=old or None,
                     paraphrases=[reph] if reph else [],
                     locality_prompt=strip_nq_prefix(loc) if loc else None, locality_answer=loc_ans,
-                    style="cloze")
+                    locality_prefix=nq_prefix_of(loc), style="cloze")
     return view, cid
 
 
@@ -506,6 +574,86 @@ def _load_clm_merged(p: Path, want: list[str] | None, limit: int | None, warns: 
     return LoadedCases(_limit(cases, limit), bench="clm", path=str(p), warnings=warns)
 
 
+# --------------------------------------------------------------------------- KnowEdit ZsRE
+#: KnowEdit's portability / locality groups, in the order their questions are kept
+KNOWEDIT_PORTABILITY = ("Reasoning", "Subject_Aliasing", "Logical_Generalization")
+KNOWEDIT_LOCALITY = ("Relation_Specificity", "Forgetfulness")
+
+
+def _first_text(v: Any) -> str | None:
+    """The first string of a KnowEdit value: ``"x"``, ``["x", ...]`` or ``[["x", "alias", ...]]``."""
+    while isinstance(v, list) and v:
+        v = v[0]
+    return v if isinstance(v, str) else None
+
+
+def _knowedit_group(rec: dict, key: str, order: Sequence[str], path: Path, row: int
+                    ) -> tuple[list[list[str]], list[str]]:
+    """Every (question, answer) of ``rec[key]`` (all its groups, known ones first) and each one's group name."""
+    block = rec.get(key) or {}
+    if not isinstance(block, dict):
+        raise DataError(f"expected an object of groups, got {_typename(block)}", path=str(path), row=row, field=key)
+    pairs, groups = [], []
+    for g in list(order) + sorted(k for k in block if k not in order):
+        items = block.get(g) or []
+        if isinstance(items, dict):
+            items = [items]
+        if not isinstance(items, list):
+            raise DataError(f"expected a list of {{prompt, ground_truth}}, got {_typename(items)}", path=str(path),
+                            row=row, field=f"{key}.{g}")
+        for i, it in enumerate(items):
+            where = f"{key}.{g}[{i}]"
+            if not isinstance(it, dict):
+                raise DataError(f"expected an object, got {_typename(it)}", path=str(path), row=row, field=where)
+            q, a = _first_text(it.get("prompt")), _first_text(it.get("ground_truth"))
+            if q is None:
+                raise DataError("missing or empty 'prompt'", path=str(path), row=row, field=where + ".prompt")
+            if a is None:
+                raise DataError("missing or empty 'ground_truth'", path=str(path), row=row,
+                                field=where + ".ground_truth")
+            pairs.append([q, a])
+            groups.append(g)
+    return pairs, groups
+
+
+def load_knowedit(path: str | Path, langs: str | Sequence[str] | None = None,
+                  limit: int | None = None) -> LoadedCases:
+    """KnowEdit ZsRE (EasyEdit's ``ZsRE-test-all.json``; LTE's evaluation data): English cases ``knowedit-<row>``.
+
+    Each record: ``subject, prompt, target_new, ground_truth, rephrase_prompt`` (or ``rephrase``) and
+    ``portability`` / ``locality`` objects of groups (``Reasoning``, ``Subject_Aliasing``,
+    ``Logical_Generalization``; ``Relation_Specificity``, ``Forgetfulness``), each a list of
+    ``{prompt, ground_truth}`` (answers as a string, a list, or a list of alias lists: the first is used).
+    EVERY locality and portability question is kept: the first in ``locality_prompt`` /
+    ``portability_prompt``, the others in ``extra_locality`` / ``extra_portability``; ``meta`` names each
+    one's group (``locality_groups``, ``portability_groups``).
+    """
+    p = Path(path)
+    want = _want_langs(langs)
+    if want is not None and want != ["en"]:
+        raise DataError(f"KnowEdit ZsRE is English only; asked for {want}", path=str(p))
+    recs = _records(_read_json(p), p)
+    cases = []
+    for row, rec in enumerate(recs[:limit] if limit is not None else recs):
+        rec = _get_dict(rec, p, row)
+        kw = dict(path=p, row=row)
+        prompt = _get_str(rec, "prompt", nonempty=True, **kw)
+        target = _get_str(rec, "target_new", nonempty=True, **kw)
+        reph_key = "rephrase_prompt" if "rephrase_prompt" in rec else "rephrase"
+        reph = _get_str(rec, reph_key, required=False, **kw)
+        loc, loc_groups = _knowedit_group(rec, "locality", KNOWEDIT_LOCALITY, p, row)
+        port, port_groups = _knowedit_group(rec, "portability", KNOWEDIT_PORTABILITY, p, row)
+        view = LangView(subject=_get_str(rec, "subject", **kw), prompt=prompt, target_new=target,
+                        target_old=_first_text(rec.get("ground_truth")), paraphrases=[reph] if reph else [],
+                        locality_prompt=loc[0][0] if loc else None, locality_answer=loc[0][1] if loc else None,
+                        portability_prompt=port[0][0] if port else None,
+                        portability_answer=port[0][1] if port else None,
+                        extra_locality=loc[1:], extra_portability=port[1:], style="question")
+        cases.append(EditCase(f"knowedit-{row}", {"en": view}, Provenance(str(p), row),
+                              meta={"locality_groups": loc_groups, "portability_groups": port_groups}))
+    return LoadedCases(cases, bench="knowedit", path=str(p))
+
+
 # --------------------------------------------------------------------------- xke JSONL
 def case_from_dict(d: Any, *, path: str | Path = "<dict>", row: int = 0,
                    warnings: list[str] | None = None) -> EditCase:
@@ -550,6 +698,10 @@ def case_from_dict(d: Any, *, path: str | Path = "<dict>", row: int = 0,
         if not isinstance(paras, list) or not all(isinstance(x, str) for x in paras):
             raise DataError(f"expected a list of strings, got {_typename(paras)}", path=str(p), row=row,
                             field=pre + "paraphrases")
+        for i, x in enumerate(paras):
+            why = text_problem(x)
+            if why:
+                raise DataError(why, path=str(p), row=row, field=f"{pre}paraphrases[{i}]")
         style = v.get("style", "question")
         if style not in ("question", "cloze"):
             raise DataError(f"expected 'question' or 'cloze', got {style!r}", path=str(p), row=row, field=pre + "style")
@@ -563,8 +715,22 @@ def case_from_dict(d: Any, *, path: str | Path = "<dict>", row: int = 0,
             locality_answer=_get_str(v, "locality_answer", required=False, **kw),
             portability_prompt=_get_str(v, "portability_prompt", required=False, **kw),
             portability_answer=_get_str(v, "portability_answer", required=False, **kw),
-            style=style)
+            style=style,
+            locality_prefix=_get_str(v, "locality_prefix", required=False, **kw) or "",
+            extra_locality=_qa_pairs(v.get("extra_locality"), p, row, pre + "extra_locality"),
+            extra_portability=_qa_pairs(v.get("extra_portability"), p, row, pre + "extra_portability"))
     return EditCase(str(cid), views, Provenance(str(p), row), meta=dict(meta))
+
+
+def _qa_pairs(v: Any, path: Path, row: int, fname: str) -> list[list[str]]:
+    """A list of ``[question, answer]`` string pairs (``None`` -> empty)."""
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, (list, tuple)) and len(x) == 2
+                                          and all(isinstance(y, str) for y in x) for x in v):
+        raise DataError(f"expected a list of [question, answer] string pairs, got {_typename(v)} {v!r:.60}",
+                        path=str(path), row=row, field=fname)
+    return [list(x) for x in v]
 
 
 def read_jsonl(path: str | Path, langs: str | Sequence[str] | None = None,
@@ -589,11 +755,7 @@ def read_jsonl(path: str | Path, langs: str | Sequence[str] | None = None,
     for lineno, line in enumerate(_read_lines(p), start=1):
         if not line.strip():
             continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON on line {lineno}: {e.msg} (column {e.colno})",
-                            path=str(p), row=lineno) from None
+        d = _json_loads(line, p, lineno)
         case = case_from_dict(d, path=p, row=lineno, warnings=warns)
         if case.case_id in seen:
             raise DataError(f"duplicate case_id {case.case_id!r} (first on line {seen[case.case_id]})",
@@ -623,7 +785,8 @@ def write_jsonl(path: str | Path, cases: Iterable[EditCase]) -> Path:
 
 
 # --------------------------------------------------------------------------- dispatch
-_LOADERS = {"bizsre": load_bizsre, "mzsre": load_mzsre, "clm": load_clm, "jsonl": read_jsonl}
+_LOADERS = {"bizsre": load_bizsre, "mzsre": load_mzsre, "clm": load_clm, "knowedit": load_knowedit,
+            "jsonl": read_jsonl}
 
 
 def bench_name(bench: str) -> str:
@@ -643,7 +806,11 @@ def load_bench(bench: str, path: str | Path, langs: str | Sequence[str] | None =
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError("no such file or folder", path=str(p))
-    return _LOADERS[b](p, langs=langs, limit=limit)
+    _check_regular(p)
+    cases = _LOADERS[b](p, langs=langs, limit=limit)
+    if not cases and not cases.skipped and limit != 0:
+        raise DataError("no records (empty file)", path=cases.path or str(p))
+    return cases
 
 
 def check_bench(bench: str, path: str | Path, langs: str | Sequence[str] | None = None) -> dict[str, Any]:
@@ -658,7 +825,10 @@ def check_bench(bench: str, path: str | Path, langs: str | Sequence[str] | None 
             raise DataError("no such file or folder", path=str(p))
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
-            return load_mzsre_train(p, langs).summary()
+            pairs = load_mzsre_train(p, langs)
+        if not len(pairs):
+            raise DataError("no usable training pairs (empty file, or every line broken)", path=str(p))
+        return pairs.summary()
     return load_bench(bench, path, langs=langs).summary()
 
 

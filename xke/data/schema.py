@@ -44,6 +44,12 @@ class LangView:
     portability_prompt: str | None = None
     portability_answer: str | None = None
     style: PromptStyle = "question"
+    #: what the loader removed from the front of ``locality_prompt`` (Bi-ZsRE's ``"nq question: "``); profiles
+    #: that follow the releases put it back
+    locality_prefix: str = ""
+    #: further locality / portability questions (KnowEdit records hold several): ``[question, answer]`` pairs
+    extra_locality: list[list[str]] = field(default_factory=list)
+    extra_portability: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +93,7 @@ class EditCase:
         """Keys naming the fact the locality questions ask about (``meta['locality_subject_id']`` with the
         case's relation, and every language's locality prompt), to compare with :meth:`fact_keys`."""
         keys = {f"q:{v.locality_prompt.strip()}" for v in self.views.values() if v.locality_prompt}
+        keys |= {f"q:{q.strip()}" for v in self.views.values() for q, _ in v.extra_locality}
         if self.meta.get("locality_subject_id") and self.meta.get("relation"):
             keys.add(f"fact:{self.meta['locality_subject_id']}/{self.meta['relation']}")
         return keys
@@ -107,10 +114,15 @@ class EditCase:
                 for i, p in enumerate(v.paraphrases)]
         if v.locality_prompt:
             out.append(Query(self.case_id, lang, "locality", v.locality_prompt, v.locality_answer or "",
-                             style="question"))
+                             style="question", prefix=v.locality_prefix))
+        out += [Query(self.case_id, lang, "locality", q, a, style="question", index=i)
+                for i, (q, a) in enumerate(v.extra_locality, start=1 if v.locality_prompt else 0)]
         if v.portability_prompt and v.portability_answer:
             out.append(Query(self.case_id, lang, "portability", v.portability_prompt, v.portability_answer,
                              style="question"))
+        out += [Query(self.case_id, lang, "portability", q, a, style="question", index=i)
+                for i, (q, a) in enumerate(v.extra_portability,
+                                           start=1 if v.portability_prompt and v.portability_answer else 0)]
         return out
 
     # --- xke's own JSONL format -------------------------------------------------
@@ -127,7 +139,7 @@ class EditCase:
 
 def _view_to_dict(v: LangView) -> dict[str, Any]:
     d = dataclasses.asdict(v)
-    return {k: val for k, val in d.items() if val not in (None, [])}
+    return {k: val for k, val in d.items() if val not in (None, []) and not (k == "locality_prefix" and val == "")}
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,8 @@ class Query:
     target: str
     style: PromptStyle = "question"
     index: int = 0
+    #: text the loader removed from the front of ``prompt`` (``"nq question: "``); see :attr:`LangView.locality_prefix`
+    prefix: str = ""
 
     @property
     def key(self) -> str:
@@ -171,3 +185,25 @@ def cases_languages(cases: Iterable[EditCase]) -> dict[str, int]:
         for lang in c.views:
             counts[lang] = counts.get(lang, 0) + 1
     return counts
+
+
+#: characters that print as nothing (a target made only of these is empty)
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"
+_ZW_TABLE = {ord(c): None for c in ZERO_WIDTH}
+
+
+def text_problem(s: str) -> str | None:
+    """Why ``s`` is not usable text (a NUL character, or a lone surrogate that is not valid Unicode and
+    cannot be encoded as UTF-8), or ``None`` when it is fine."""
+    if "\x00" in s:
+        return f"contains a NUL character (at character {s.index(chr(0))})"
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"contains a lone surrogate {s[e.start]!r} at character {e.start} (not valid Unicode text)"
+    return None
+
+
+def is_blank(s: str) -> bool:
+    """True when ``s`` shows nothing: only whitespace and zero-width characters (:data:`ZERO_WIDTH`)."""
+    return not s.translate(_ZW_TABLE).strip()

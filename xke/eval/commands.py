@@ -27,7 +27,8 @@ def register(sub, groups) -> None:
                    help="local Hugging Face model directory, a built-in tiny config (tiny-llama, ...), "
                         "'world' (the default toy-world model) or 'world:DIR'")
     p.add_argument("--method", default="none", help=f"editing method: {', '.join(METHOD_MODULES)} (default: none)")
-    p.add_argument("--bench", default="jsonl", help="bizsre, mzsre, clm or jsonl (xke's own format; default)")
+    p.add_argument("--bench", default="jsonl",
+                   help="bizsre, mzsre, clm, knowedit (KnowEdit ZsRE) or jsonl (xke's own format; default)")
     p.add_argument("--data", required=True, help="benchmark file or folder")
     p.add_argument("--edit-lang", default="en", help="language the edits are made in, or 'mix' (zh and en at once)")
     p.add_argument("--test-langs", default="en", help="comma-separated test languages (default: en)")
@@ -48,6 +49,8 @@ def register(sub, groups) -> None:
                    help="write OUT/deltas.safetensors (sum over batches of each edited matrix's change) + deltas.json")
     p.add_argument("--save-edited", default=None, metavar="DIR",
                    help="save the edited model (save_pretrained + tokenizer) at the end of a batch/sequential run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --save-edited replace an existing model folder (refused otherwise)")
     p.add_argument("--eval-after-each", action="store_true",
                    help="sequential: also evaluate each case right after its own edit")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
@@ -58,6 +61,11 @@ def register(sub, groups) -> None:
                    help="chat templates with a reasoning switch (Qwen3): leave thinking mode on "
                         "(default: enable_thinking=False, so answers start right after the prompt)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="greedy generation length limit (default 16)")
+    p.add_argument("--profile", default=None, choices=["xke", "xkde-release", "bizsre", "easyedit"],
+                   help="whose metric definitions to follow: xke (default), xkde-release (the released X-KDE "
+                        "eval.py), bizsre (Bi-ZsRE's script), easyedit; see docs/profiles.md")
+    p.add_argument("--system-prompt", default=None, metavar="TEXT",
+                   help="system message of chat prompts (default: the profile's, else the chat template's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
@@ -66,6 +74,14 @@ def register(sub, groups) -> None:
                                    "X-KDE-Table-1-style report (tf_acc and F1 tables, CLM-Bench scores, heatmap).")
     r.add_argument("dirs", nargs="+", help="output directories of xke eval")
     r.add_argument("--out", default=None, help="write report.md, runs.json and heatmap.png here")
+    r.add_argument("--layout", default="table1",
+                   choices=["table1", "table2", "table4", "table5", "table6", "clm1", "clm2"],
+                   help="paper layout: table1 (X-KDE Table 1, default), table2 (MzsRE, per metric, en-xx columns "
+                        "and en-avg), table4/5/6 (X-KDE ablations), clm1/clm2 (CLM-Bench Tables 1-2)")
+    r.add_argument("--metric", default="tf_acc", choices=["tf_acc", "tf_f1", "f1", "tf_em", "em"],
+                   help="figure shown by layouts other than table1 (default tf_acc)")
+    r.add_argument("--labels", default=None,
+                   help="comma-separated row names, one per run directory (ablation variants)")
     r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="evaluate every available method on the toy world (README's first command)",
@@ -77,6 +93,7 @@ def register(sub, groups) -> None:
     d.add_argument("--preset", default="default", help="toy-world preset (default: default; tests use tiny)")
     d.add_argument("--methods", default=None, help="comma-separated methods (default: every available one)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--system-prompt", default=None, metavar="TEXT", help="system message of chat prompts")
     d.set_defaults(func=cmd_demo)
 
 
@@ -92,7 +109,7 @@ def cmd_eval(args) -> int:
 def _print_summary(m: dict, out: str) -> None:
     from .report import render_tables
 
-    print(render_tables([dict(m, _spec={})], ("tf_acc", "f1")))
+    print(render_tables([dict(m, _spec={})]))
     if m.get("clm"):
         print("clm:", json.dumps(m["clm"]))
     print(f"avg (tf_acc) = {m['avg']}; n_cases = {m['n_cases']}; results in {out}")
@@ -101,7 +118,8 @@ def _print_summary(m: dict, out: str) -> None:
 def cmd_report(args) -> int:
     from .report import merge_runs
 
-    md, written = merge_runs(args.dirs, args.out)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    md, written = merge_runs(args.dirs, args.out, layout=args.layout, metric=args.metric, labels=labels)
     print(md)
     for p in written:
         print(f"wrote {p}", file=sys.stderr)
@@ -112,5 +130,6 @@ def cmd_demo(args) -> int:
     from ..demo import run_demo
 
     methods = [s.strip() for s in args.methods.split(",") if s.strip()] if args.methods else None
-    run_demo(out=args.out, n=args.n, preset=args.preset, methods=methods, progress=not args.quiet)
+    run_demo(out=args.out, n=args.n, preset=args.preset, methods=methods, progress=not args.quiet,
+             system_prompt=args.system_prompt)
     return 0

@@ -22,7 +22,7 @@ one of the whole call. Results come back in input order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -172,8 +172,13 @@ class Engine:
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None) -> list[Generation]:
-        """Greedy answers to tokenized prompts (see module docstring for the stop rules)."""
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None,
+                 on_token: Callable[[int, int], None] | None = None) -> list[Generation]:
+        """Greedy answers to tokenized prompts (see module docstring for the stop rules).
+
+        ``on_token(i, token_id)``, when given, is called for each token kept for prompt ``i`` as soon as it is
+        generated (for streaming); the returned :class:`Generation` is the same either way.
+        """
         max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         results: list[Generation | None] = [None] * len(prompts)
         stop = self.stop_ids()
@@ -207,9 +212,13 @@ class Engine:
                             done[r] = True
                             continue
                         gen[r].append(t)  # leading newline before the answer starts
+                        if on_token is not None:
+                            on_token(batch[r], t)
                         continue
                     gen[r].append(t)
                     started[r] = True
+                    if on_token is not None:
+                        on_token(batch[r], t)
                 if all(done) or step == max_new - 1:
                     break
                 nxt = torch.where(torch.tensor(done, device=nxt.device), torch.full_like(nxt, self.pad_id), nxt)

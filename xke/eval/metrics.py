@@ -58,8 +58,9 @@ def argmax_agreement(pre_ids: Sequence[int], post_ids: Sequence[int]) -> float:
     return sum(int(x == y) for x, y in zip(a, b)) / len(a)
 
 
-def _tokens(text: str, tokenize: Tokenize | Any | None) -> list:
-    text = text.strip()
+def _tokens(text: str, tokenize: Tokenize | Any | None, strip: bool = True) -> list:
+    if strip:
+        text = text.strip()
     if not text:
         return []
     if tokenize is None:
@@ -69,17 +70,18 @@ def _tokens(text: str, tokenize: Tokenize | Any | None) -> list:
     return list(tokenize(text))
 
 
-def token_f1(pred: str, gold: str, tokenize: Tokenize | Any | None = None) -> float:
+def token_f1(pred: str, gold: str, tokenize: Tokenize | Any | None = None, *, strip: bool = True) -> float:
     """Token F1 of a generated answer against a reference (Bi-ZsRE).
 
-    Both strings are stripped of surrounding whitespace, then tokenized with
+    Both strings are stripped of surrounding whitespace (unless ``strip=False``,
+    Bi-ZsRE's script on the decoded teacher-forced argmax), then tokenized with
     ``tokenize`` (a function ``str -> tokens``, or a Hugging Face tokenizer, whose
     ids are used without special tokens; default: whitespace split). F1 is the
     harmonic mean of multiset-overlap precision (overlap / pred tokens) and
     recall (overlap / gold tokens). Both empty -> 1.0; one empty -> 0.0;
     no overlap -> 0.0.
     """
-    p, g = _tokens(pred, tokenize), _tokens(gold, tokenize)
+    p, g = _tokens(pred, tokenize, strip), _tokens(gold, tokenize, strip)
     if not p and not g:
         return 1.0
     if not p or not g:
@@ -91,12 +93,15 @@ def token_f1(pred: str, gold: str, tokenize: Tokenize | Any | None = None) -> fl
     return 2 * precision * recall / (precision + recall)
 
 
-def exact_match(pred: str, gold: str) -> float:
+def exact_match(pred: str, gold: str, *, strip: bool = True) -> float:
     """1.0 if the strings are equal after removing leading and trailing whitespace, else 0.0.
 
     Only surrounding whitespace is normalised: case, punctuation, inner spacing
-    and every other character (zero-width ones included) must match.
+    and every other character (zero-width ones included) must match. ``strip=False``
+    compares the strings as they are (Bi-ZsRE's ``a == b``).
     """
+    if not strip:
+        return float(pred == gold)
     return float(pred.strip() == gold.strip())
 
 

@@ -35,6 +35,22 @@ for sequential the earlier edits are re-applied (without evaluation) first.
 Units are fixed in advance and every edit is seeded by its unit index, so an
 interrupted and resumed run ends with the same metrics as an uninterrupted one.
 A different spec in an existing ``out`` is refused with the differing fields.
+
+``spec.json`` also records what the spec only names (``resolved``): the
+method's resolved configuration (preset + ``--config`` + overrides), a SHA-256
+of every input file (``--data``, ``--config``, and the edit memory of
+``memory_path`` without the run's own edits) and the run's id. A rerun whose
+resolved inputs differ is refused, so a resumed run never mixes two
+configurations or two data files.
+
+Before any work (model loading, edits) ``run_eval`` checks the device, the
+method (``--mode retrieve`` needs an in-context method), ``--out`` (a writable
+folder, locked against a second concurrent run: ``OUT/.xke.lock``),
+``--save-edited`` (refused when it is the model being read or an existing
+non-empty folder, unless ``overwrite``; written to a temporary folder and
+swapped in) and that every prompt fits the model's context. In retrieve mode
+with a shared ``memory_path`` the run's edits are stored under batch
+``xke-eval-<run id>``; a rerun first deletes what a killed run left there.
 """
 
 from __future__ import annotations
@@ -51,7 +67,7 @@ from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence
 import torch
 
 from ..config import from_dict
-from ..errors import ConfigError, DataError, XkeError
+from ..errors import ConfigError, DataError, ModelError, XkeError
 
 PROTOCOLS = ("single", "batch", "sequential")
 SPLITS = ("train", "heldout", "all")
@@ -59,8 +75,25 @@ SPLITS = ("train", "heldout", "all")
 CHUNK = 16
 
 
+class ResumableSpec:
+    """What a spec needs for :func:`_check_spec` (resume into the same ``out``, refuse another spec there):
+    a dataclass whose ``NON_IDENTITY`` fields may differ between a run and its resumption."""
+
+    NON_IDENTITY: ClassVar[tuple[str, ...]] = ()
+
+    def identity(self) -> dict[str, Any]:
+        """The spec as it must match on resume."""
+        d = self.to_dict()
+        for k in self.NON_IDENTITY:
+            d.pop(k, None)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+
 @dataclass
-class EvalSpec:
+class EvalSpec(ResumableSpec):
     """Everything that defines one evaluation run (the options of ``xke eval``).
 
     ``out`` is where results go; ``save_edited``, ``device`` and ``progress``
@@ -93,9 +126,15 @@ class EvalSpec:
     max_new_tokens: int = 16
     token_budget: int = 8192
     method_overrides: dict[str, Any] = field(default_factory=dict)
+    #: let ``save_edited`` replace an existing model folder (even the model being read)
+    overwrite: bool = False
+    #: evaluation profile (xke, xkde-release, bizsre, easyedit): whose definitions the metrics follow
+    profile: str = "xke"
+    #: system message of chat prompts (default: the profile's, else the chat template's own)
+    system_prompt: str | None = None
 
     #: fields that may change between a run and its resumption
-    NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out", "save_edited", "device")
+    NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out", "save_edited", "device", "overwrite")
 
     def validate(self) -> None:
         from ..data.languages import normalize_lang, parse_langs
@@ -114,6 +153,8 @@ class EvalSpec:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.out:
             raise ConfigError("no output directory given (--out DIR)")
+        from .profiles import get_profile
+        self.profile = get_profile(self.profile).name
         if self.protocol == "single" and self.batch_size != 1:
             raise ConfigError("--batch-size applies to the batch and sequential protocols; single edits one case")
         if self.save_edited and self.protocol == "single":
@@ -130,16 +171,6 @@ class EvalSpec:
     def edit_langs(self) -> list[str]:
         """Languages of the requests of one case (``["zh", "en"]`` for mix)."""
         return ["zh", "en"] if self.edit_lang == "mix" else [self.edit_lang]
-
-    def identity(self) -> dict[str, Any]:
-        """The spec as it must match on resume."""
-        d = self.to_dict()
-        for k in self.NON_IDENTITY:
-            d.pop(k, None)
-        return d
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "eval spec") -> "EvalSpec":
@@ -182,27 +213,133 @@ class ResultsFile:
         self._fh.close()
 
 
-def _check_spec(out: Path, spec: EvalSpec) -> None:
+def _read_spec(out: Path) -> dict[str, Any] | None:
+    """The ``spec.json`` already in ``out`` (``None`` when there is none)."""
     p = out / "spec.json"
+    if not p.exists():
+        return None
+    try:
+        old = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p} is not valid JSON ({e}); delete it or use another --out") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{p} is not an xke spec (a JSON object); delete it or use another --out")
+    return old
+
+
+def _refuse(out: Path, parts: list[str]) -> None:
+    raise ConfigError(f"{out} holds results of a different run ({'; '.join(parts)}); "
+                      "use another --out, or delete the directory to start over")
+
+
+def _check_spec(out: Path, spec: EvalSpec, inputs: dict[str, str | None] | None = None) -> None:
+    """Refuse an ``out`` whose ``spec.json`` differs from ``spec`` (fields, or input file hashes)."""
+    old = _read_spec(out)
+    if old is None:
+        return
     ident = spec.identity()
-    if p.exists():
-        try:
-            old = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p} is not valid JSON ({e}); delete it or use another --out") from e
-        old_ident = {k: v for k, v in old.items() if k not in spec.NON_IDENTITY}
-        for f in dataclasses.fields(spec):  # a field added since that run: it ran with the default
-            if f.name in ident and f.name not in old_ident and f.default is not dataclasses.MISSING:
-                old_ident[f.name] = f.default
-        diff = sorted(k for k in set(old_ident) | set(ident) if old_ident.get(k) != ident.get(k))
-        if diff:
-            parts = [f"{k}: {old_ident.get(k)!r} -> {ident.get(k)!r}" for k in diff]
-            raise ConfigError(f"{out} holds results of a different run ({'; '.join(parts)}); "
-                              "use another --out, or delete the directory to start over")
-    else:
+    # a field added after the run was written reads as its default
+    defaults = {f.name: f.default for f in dataclasses.fields(spec) if f.default is not dataclasses.MISSING}
+    old_ident = {k: v for k, v in {**{k: defaults.get(k) for k in ident if k not in old}, **old}.items()
+                 if k not in spec.NON_IDENTITY and k != "resolved"}
+    diff = sorted(k for k in set(old_ident) | set(ident) if old_ident.get(k) != ident.get(k))
+    if diff:
+        _refuse(out, [f"{k}: {old_ident.get(k)!r} -> {ident.get(k)!r}" for k in diff])
+    old_inputs = (old.get("resolved") or {}).get("inputs") or {}
+    changed = [k for k in (inputs or {}) if k in old_inputs and old_inputs[k] != inputs[k]]
+    if changed:
+        names = {"data": f"--data {spec.data}", "config": f"--config {spec.config}", "memory": "the edit memory"}
+        _refuse(out, [f"{names.get(k, k)} changed since the run started (sha256 {str(old_inputs[k])[:12]} -> "
+                      f"{str(inputs[k])[:12]})" for k in changed])
+
+
+def _check_resolved(out: Path, spec: EvalSpec, resolved: dict[str, Any]) -> None:
+    """Compare the resolved method config and inputs with ``spec.json`` (refuse a difference), or write
+    ``spec.json`` with them when the run is new."""
+    old = _read_spec(out)
+    if old is None or "resolved" not in old:
+        if old is not None:  # written before xke recorded inputs: check the options, then record them from now on
+            _check_spec(out, spec)
+        p = out / "spec.json"
         tmp = p.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(spec.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        tmp.write_text(json.dumps({**(old or spec.to_dict()), "resolved": resolved}, indent=2, ensure_ascii=False),
+                       encoding="utf-8")
         os.replace(tmp, p)
+        return
+    _check_spec(out, spec, resolved.get("inputs"))
+    old_cfg = (old.get("resolved") or {}).get("method_config")
+    new_cfg = resolved["method_config"]
+    if old_cfg is not None and old_cfg != new_cfg:
+        keys = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
+        _refuse(out, [f"method option {k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}" for k in keys])
+
+
+def _input_hashes(spec: EvalSpec) -> dict[str, str | None]:
+    """SHA-256 of the data file (or folder) and of the ``--config`` YAML."""
+    from ..fsutil import hash_path
+
+    return {"data": hash_path(spec.data) if spec.data else None,
+            "config": hash_path(spec.config) if spec.config else None}
+
+
+def _run_id(out: Path) -> str:
+    old = _read_spec(out)
+    rid = ((old or {}).get("resolved") or {}).get("run_id")
+    if isinstance(rid, str) and rid:
+        return rid
+    import uuid
+    return uuid.uuid4().hex[:16]
+
+
+#: batch id prefix of the edits an eval run stores in a shared memory (left out of the memory's hash)
+EVAL_BATCH_PREFIX = "xke-eval-"
+
+
+def _check_save_edited(spec: EvalSpec, loaded=None) -> None:
+    """Refuse (before any work) a ``--save-edited`` folder that is the model being read or an existing
+    non-empty folder, unless ``overwrite``; and one that is a file or cannot be written."""
+    if not spec.save_edited:
+        return
+    from ..fsutil import prepare_out_dir
+    from ..models.loading import resolve_model_path
+
+    d = Path(spec.save_edited).expanduser()
+    if d.exists() and not d.is_dir():
+        raise ConfigError(f"--save-edited {d} is a file; give a folder")
+    src = Path(loaded.path) if loaded is not None and getattr(loaded, "path", None) else resolve_model_path(spec.model)
+    same = d.exists() and Path(src).exists() and os.path.samefile(d, src)
+    if same and not spec.overwrite:
+        raise ConfigError(f"--save-edited {d} is the model being evaluated ({spec.model}); writing there would "
+                          "replace its original weights. Give another folder, or pass --overwrite")
+    if d.exists() and any(d.iterdir()) and not spec.overwrite:
+        raise ConfigError(f"--save-edited {d} already exists and is not empty; give a new folder, or pass "
+                          "--overwrite to replace it")
+    prepare_out_dir(d.parent if str(d.parent) else Path("."), what="--save-edited folder")
+
+
+def check_prompt_lengths(cases: Sequence, langs: Sequence[str], tok, formatter, ctx: int | None,
+                         max_new_tokens: int) -> None:
+    """Refuse (before any edit) a query whose formatted prompt plus ``max_new_tokens`` is longer than the
+    model's context ``ctx``: :class:`DataError` naming the file, record and field."""
+    if not ctx:
+        return
+    from ..models.prompts import encode_prompt
+
+    fields = {"reliability": "prompt", "locality": "locality_prompt", "portability": "portability_prompt"}
+    for c in cases:
+        for lang in langs:
+            if lang not in c.views:
+                continue
+            for q in c.queries(lang):
+                n = len(encode_prompt(tok, formatter.format(q.prompt, q.style)))
+                if n + max_new_tokens > ctx:
+                    fname = fields.get(q.kind, f"paraphrases[{q.index}]")
+                    prov = c.provenance
+                    raise DataError(f"case {c.case_id!r}: the {q.kind} prompt is {n} tokens; with max_new_tokens "
+                                    f"{max_new_tokens} it does not fit the model's context of {ctx} tokens "
+                                    "(xke never truncates prompts silently); shorten it or lower --max-new-tokens",
+                                    path=prov.file if prov else None, row=prov.row if prov else None,
+                                    field=f"views.{lang}.{fname}")
 
 
 # ------------------------------------------------------------------------------- cases
@@ -237,84 +374,148 @@ def load_cases(spec: EvalSpec) -> list:
 
 # ------------------------------------------------------------------------------- evaluation
 class Evaluator:
-    """Scores cases' queries with the current (edited) model through a method's prompts."""
+    """Scores cases' queries with the current (edited) model through a method's prompts.
 
-    def __init__(self, engine, method, formatter, tokenizer, test_langs: Sequence[str]):
+    ``profile`` (:mod:`xke.eval.profiles`) fixes the locality reference, the ``nq question: `` prefix,
+    how a prompt and its answer are tokenized and whether greedy answers are generated."""
+
+    def __init__(self, engine, method, formatter, tokenizer, test_langs: Sequence[str], profile=None):
+        from .profiles import encoder_for, get_profile
+
         self.engine = engine
         self.method = method
         self.formatter = formatter
         self.tok = tokenizer
         self.test_langs = list(test_langs)
+        #: (model context, max_new_tokens): a method prompt that does not fit is refused, never cut
+        self.limits: tuple[int, int] | None = None
+        self.profile = profile if profile is not None else get_profile("xke")
+        self.encode = encoder_for(formatter)
+
+    def _check_fits(self, prompt: list[int], case_id: str, q) -> None:
+        if self.limits and len(prompt) + self.limits[1] > self.limits[0]:
+            raise ModelError(f"case {case_id!r}: the {q.kind} prompt in {q.lang} with the method's context is "
+                             f"{len(prompt)} tokens; with max_new_tokens {self.limits[1]} it does not fit the "
+                             f"model's context of {self.limits[0]} tokens (lower top_k/k or --max-new-tokens)")
 
     def tokenize(self, s: str) -> list[int]:
         return list(self.tok(s, add_special_tokens=False)["input_ids"])
 
-    def pre_edit(self, cases: Sequence) -> list[dict[str, Any]]:
-        """Pre-edit locality answers (unedited model, plain prompt) of ``cases``: one record per case."""
-        from ..models.prompts import encode_prompt, encode_prompt_target
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=self.profile.skip_special,
+                               clean_up_tokenization_spaces=False)
 
-        qs = [(ci, q) for ci, c in enumerate(cases) for lang in self.test_langs
-              for q in c.queries(lang) if q.kind == "locality"]
+    def _query(self, q):
+        """``q`` as the profile reads it (the ``nq question: `` prefix put back where the profile keeps it)."""
+        if self.profile.keep_nq_prefix and q.prefix:
+            return dataclasses.replace(q, prompt=q.prefix + q.prompt)
+        return q
+
+    @staticmethod
+    def _pre_key(q) -> str:
+        return q.lang if not q.index else f"{q.lang}#{q.index}"
+
+    def _locality_queries(self, cases: Sequence) -> list[tuple[int, Any]]:
+        return [(ci, self._query(q)) for ci, c in enumerate(cases) for lang in self.test_langs
+                for q in c.queries(lang) if q.kind == "locality"]
+
+    def pre_edit(self, cases: Sequence) -> list[dict[str, Any]]:
+        """Pre-edit locality references (unedited model, plain prompt) of ``cases``: one record per case.
+
+        Profile ``locality: own``: the model's greedy answer and the argmax while forcing it;
+        ``dataset``: the argmax while forcing the dataset's answer."""
+        from ..models.prompts import encode_prompt
+
+        qs = self._locality_queries(cases)
+        recs: list[dict[str, Any]] = [{"type": "pre", "case_id": c.case_id, "langs": {}} for c in cases]
+        if self.profile.locality == "dataset":
+            items = [self.encode(self.tok, self.formatter.format(q.prompt, q.style), q.target, q.lang)[:2]
+                     for _, q in qs]
+            argmax = self.engine.score(items)
+            for (ci, q), (_, fed), am in zip(qs, items, argmax):
+                recs[ci]["langs"][self._pre_key(q)] = {"text": self.decode(am), "answer_ids": list(fed),
+                                                       "argmax": am, "reference": "dataset"}
+            return recs
         prompts = [encode_prompt(self.tok, self.formatter.format(q.prompt, q.style)) for _, q in qs]
         gens = self.engine.generate(prompts)
         answers = []
-        for (_, q), g, p in zip(qs, gens, prompts):
+        for (_, q), g in zip(qs, gens):
             ans = list(g.ids)
             if not ans:  # the model answered nothing: score agreement on the dataset's answer instead
                 ptext = self.formatter.format(q.prompt, q.style)
-                ans = encode_prompt_target(self.tok, ptext, q.target or "", q.lang)[1]
+                ans = self.encode(self.tok, ptext, q.target or "", q.lang)[1]
             answers.append(ans)
         argmax = self.engine.score([(p, a) for p, a in zip(prompts, answers)])
-        recs: list[dict[str, Any]] = [{"type": "pre", "case_id": c.case_id, "langs": {}} for c in cases]
         for (ci, q), g, a, am in zip(qs, gens, answers, argmax):
-            recs[ci]["langs"][q.lang] = {"text": g.text, "answer_ids": a, "argmax": am}
+            recs[ci]["langs"][self._pre_key(q)] = {"text": g.text, "answer_ids": a, "argmax": am}
         return recs
 
     def evaluate(self, cases: Sequence, pre: dict[str, dict[str, Any]],
                  edited: set[str] | None = None) -> list[dict[str, Any]]:
-        """Post-edit results of ``cases``: one record per case with every query's tf_acc/f1/em.
+        """Post-edit results of ``cases``: one record per case with every query's metrics
+        (names in :data:`xke.eval.profiles.METRIC_DEFINITIONS`).
 
         ``edited``: the :meth:`~xke.data.schema.EditCase.fact_keys` of every edit in force. A case whose
         locality question asks about one of those facts has no locality to measure (the right answer is
         now that edit's): its locality queries are left out and the record says ``locality_skipped``."""
-        from ..models.prompts import encode_prompt, encode_prompt_target
+        from ..models.prompts import encode_prompt
         from . import metrics as M
 
+        prof = self.profile
         skipped = {ci for ci, c in enumerate(cases) if edited and c.locality_keys() & edited}
-        qs = [(ci, q) for ci, c in enumerate(cases) for lang in self.test_langs for q in c.queries(lang)
-              if not (q.kind == "locality" and ci in skipped)]
+        qs = [(ci, self._query(q)) for ci, c in enumerate(cases) for lang in self.test_langs
+              for q in c.queries(lang) if not (q.kind == "locality" and ci in skipped)]
         items, prompts, refs = [], [], []
         for ci, q in qs:
             ptext = self.method.prompt(q)
-            if q.kind == "locality":
+            if q.kind == "locality" and prof.locality == "own":
                 p = encode_prompt(self.tok, ptext)
-                ref = pre[cases[ci].case_id]["langs"][q.lang]
+                ref = pre[cases[ci].case_id]["langs"][self._pre_key(q)]
                 items.append((p, ref["answer_ids"]))
                 refs.append(ref)
+            elif q.kind == "locality":
+                p, fed, _ = self.encode(self.tok, ptext, q.target, q.lang)
+                items.append((p, fed))
+                refs.append(pre[cases[ci].case_id]["langs"][self._pre_key(q)])
             else:
-                p, t = encode_prompt_target(self.tok, ptext, q.target, q.lang)
-                items.append((p, t))
-                refs.append(t)
+                p, fed, cmp = self.encode(self.tok, ptext, q.target, q.lang)
+                items.append((p, fed))
+                refs.append(cmp)
+            self._check_fits(p, cases[ci].case_id, q)
             prompts.append(p)
         preds = self.engine.score(items)
-        gens = self.engine.generate(prompts)
+        gens = self.engine.generate(prompts) if prof.generate else [None] * len(prompts)
         out: list[dict[str, Any]] = [{"case_id": c.case_id, "queries": []} for c in cases]
         for ci in skipped:
             out[ci]["locality_skipped"] = True
         for (ci, q), pred, g, ref in zip(qs, preds, gens, refs):
+            rec: dict[str, Any] = {"lang": q.lang, "kind": q.kind, "index": q.index}
             if q.kind == "locality":
-                tf = M.argmax_agreement(ref["argmax"], pred) if ref["argmax"] else None
+                if len(ref["argmax"]) != len(pred):  # the answer tokenized differently after another prompt
+                    rec["length_mismatch"] = True
+                agree = (M.argmax_agreement(ref["argmax"], pred)
+                         if ref["argmax"] and len(ref["argmax"]) == len(pred) else None)
+                pre_text, post_text = ref["text"] if prof.locality == "dataset" else self.decode(ref["argmax"]), \
+                    self.decode(pred)
+                names = ("loc_acc", "loc_f1", "loc_em") if prof.locality == "dataset" else ("tf_acc", "tf_f1", "tf_em")
+                rec[names[0]] = None if agree is None else float(agree)
+                rec[names[1]] = float(M.token_f1(post_text, pre_text, self.tok, strip=False))
+                rec[names[2]] = float(M.exact_match(post_text, pre_text, strip=False))
                 gold = ref["text"]
             else:
                 tf = M.teacher_forced_accuracy(pred, ref) if ref else None
+                pred_text, gold_text = self.decode(pred), self.decode(ref)
+                rec["tf_acc"] = None if tf is None else float(tf)
+                rec["tf_f1"] = float(M.token_f1(pred_text, gold_text, self.tok, strip=False))
+                rec["tf_em"] = float(M.exact_match(pred_text, gold_text, strip=False))
                 gold = q.target
-            out[ci]["queries"].append({
-                "lang": q.lang, "kind": q.kind, "index": q.index,
-                "tf_acc": None if tf is None else float(tf),
-                "f1": float(M.token_f1(g.text, gold, self.tokenize)),
-                "em": float(M.exact_match(g.text, gold)),
-                "pred": g.text,
-            })
+            if g is not None:
+                rec["f1"] = float(M.token_f1(g.text, gold, self.tokenize))
+                rec["em"] = float(M.exact_match(g.text, gold))
+                rec["pred"] = g.text
+            else:
+                rec["pred_tf"] = self.decode(pred)
+            out[ci]["queries"].append(rec)
         return out
 
 
@@ -398,37 +599,98 @@ def _bar(iterable, total: int, desc: str, enabled: bool):
 
 
 def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
-             on_unit: Callable[[int], None] | None = None) -> dict[str, Any]:
+             on_unit: Callable[[int], None] | None = None,
+             after_edits: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the evaluation ``spec``; returns the metrics dict also written to ``out/metrics.json``.
 
     ``loaded`` (a :class:`xke.models.loading.LoadedModel`) reuses a model already in memory; its weights
     are left as they were. ``on_unit`` is called with the number of units finished so far (for tests).
+    ``after_edits`` (sequential protocol only) is called once with the method while every edit of the run
+    is in force, after the final evaluation and before the edits are undone (``xke general`` measures the
+    edited model there); a resumed run re-applies the edits for it.
     """
-    from ..methods.base import build_method, get_method_class
-    from ..models.loading import load_model
-    from ..models.prompts import PromptFormatter
+    from ..fsutil import DirLock, prepare_out_dir
+    from ..methods.base import get_method_class
+    from ..models.loading import pick_device, pick_dtype
+
+    # checks before any work: options, method, device, --save-edited, --out (then locked)
+    spec.validate()
+    if after_edits is not None and spec.protocol != "sequential":
+        raise ConfigError("after_edits needs the sequential protocol (batch and single restore after each unit)")
+    cls = get_method_class(spec.method)  # unknown method: fail before loading the model
+    if spec.mode == "retrieve" and cls.kind != "context":
+        raise ConfigError(f"--mode retrieve applies to in-context methods (ike, lte, xkde); {spec.method} "
+                          "edits weights")
+    if loaded is None:
+        pick_dtype(spec.dtype, pick_device(spec.device))
+    _check_save_edited(spec, loaded)
+    fresh = not Path(spec.out).expanduser().exists()
+    out = prepare_out_dir(spec.out)
+    lock = DirLock(out, "another xke eval").acquire()
+    try:
+        return _run_locked(spec, out, cls, loaded, progress, on_unit, after_edits)
+    finally:
+        lock.release()
+        if fresh and not (out / "spec.json").exists():  # refused before any result: leave no empty --out
+            _remove_if_only_lock(out)
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    try:
+        if {p.name for p in out.iterdir()} <= {".xke.lock"}:
+            (out / ".xke.lock").unlink(missing_ok=True)
+            out.rmdir()
+    except OSError:
+        pass
+
+
+def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit, after_edits=None) -> dict[str, Any]:
+    """:func:`run_eval` once ``out`` is checked and locked."""
+    from ..methods.base import build_method
+    from ..models.loading import context_length, load_model
     from .engine import Engine
+    from .profiles import get_profile, make_formatter
     from .report import aggregate, write_run_report
 
-    spec.validate()
-    out = Path(spec.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    _check_spec(out, spec)
+    inputs = _input_hashes(spec)
+    _check_spec(out, spec, inputs)
     cases = load_cases(spec)
-    cls = get_method_class(spec.method)  # unknown method: fail before loading the model
 
     lm = loaded if loaded is not None else load_model(spec.model, dtype=spec.dtype, device=spec.device)
     model, tok = lm.model, lm.tokenizer
     _seed_all(spec.seed)
-    formatter = PromptFormatter(tok, mode=spec.template, thinking=spec.thinking)
+    profile = get_profile(spec.profile)
+    formatter = make_formatter(profile, tok, template=spec.template, system_prompt=spec.system_prompt,
+                               model_name=f"{spec.model} {getattr(lm, 'path', '')}", thinking=spec.thinking)
+    ctx = context_length(model, tok)
+    check_prompt_lengths(cases, list(dict.fromkeys(spec.edit_langs + list(spec.test_langs))), tok, formatter, ctx,
+                         spec.max_new_tokens)
     overrides = dict(spec.method_overrides or {})
     if cls.kind == "context":
         overrides["mode"] = spec.mode
+    if not profile.strip and "verbatim_descriptors" in {f.name for f in dataclasses.fields(cls.config_class)}:
+        overrides.setdefault("verbatim_descriptors", True)
     method = build_method(spec.method, model, tok, formatter, config_path=spec.config, overrides=overrides)
-    cases, skipped = _skip_cases_without_subject(spec, cases, method)
     policy = getattr(method.config, "subject_not_found", "fail")
+    try:
+        cases, skipped = _skip_cases_without_subject(spec, cases, method)
+        resolved = {"run_id": _run_id(out),
+                    "method_config": json.loads(json.dumps(dataclasses.asdict(method.config), default=str)),
+                    "inputs": dict(inputs)}
+        if cls.kind == "context" and spec.mode == "retrieve" and getattr(method.config, "memory_path", None):
+            # the run's edits go to their own batch; a killed run's leftovers are deleted before anything else
+            batch = EVAL_BATCH_PREFIX + resolved["run_id"]
+            method._stream = batch
+            method.memory.delete_batch(batch)
+            resolved["memory_batch"] = batch
+            resolved["inputs"]["memory"] = method.memory.content_hash(exclude_prefix=EVAL_BATCH_PREFIX)
+        _check_resolved(out, spec, resolved)
+    except BaseException:
+        method.close()
+        raise
     engine = Engine(model, tok, max_new_tokens=spec.max_new_tokens, token_budget=spec.token_budget)
-    ev = Evaluator(engine, method, formatter, tok, spec.test_langs)
+    ev = Evaluator(engine, method, formatter, tok, spec.test_langs, profile=profile)
+    ev.limits = (ctx, spec.max_new_tokens) if ctx else None
     results = ResultsFile(out / "cases.jsonl")
     deltas = DeltaAccumulator(out, spec.save_deltas)
     try:
@@ -448,7 +710,7 @@ def run_eval(spec: EvalSpec, *, loaded=None, progress: bool = True,
             if spec.protocol in ("single", "batch"):
                 _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
             else:
-                _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
+                _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit, after_edits)
 
         # 3. metrics
         order = {c.case_id: i for i, c in enumerate(cases)}
@@ -512,10 +774,14 @@ def _final_records(spec: EvalSpec, results: ResultsFile) -> dict[str, dict[str, 
 
 
 def _save_edited(spec: EvalSpec, lm) -> None:
-    d = Path(spec.save_edited).expanduser()
-    d.mkdir(parents=True, exist_ok=True)
-    lm.model.save_pretrained(d, safe_serialization=True)
-    lm.tokenizer.save_pretrained(d)
+    """Save the edited model into ``--save-edited`` through a temporary folder swapped in at the end."""
+    from ..fsutil import replace_dir
+
+    def fill(tmp: Path) -> None:
+        lm.model.save_pretrained(tmp, safe_serialization=True)
+        lm.tokenizer.save_pretrained(tmp)
+
+    replace_dir(Path(spec.save_edited).expanduser(), fill)
 
 
 def _deltas_meta(spec: EvalSpec, n_cases: int, n_batches: int) -> dict[str, Any]:
@@ -563,15 +829,17 @@ def _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, 
     deltas.finish(_deltas_meta(spec, len(cases), len(units)))
 
 
-def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit) -> None:
-    """sequential: apply groups one after another, evaluate all cases at the end; undo everything last."""
+def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit, after_edits=None) -> None:
+    """sequential: apply groups one after another, evaluate all cases at the end (then ``after_edits(method)``);
+    undo everything last."""
     groups = _chunks(cases, spec.batch_size)
     final_chunks = _chunks(cases, CHUNK)
     final_done = {r["case_id"] for r in results.of_type("final")}
     todo_final = [j for j, ch in enumerate(final_chunks) if any(c.case_id not in final_done for c in ch)]
     after_done = {r["unit"] for r in results.of_type("after_each")}
     need_edits = (bool(todo_final) or (spec.save_deltas and not (Path(spec.out) / "deltas.safetensors").exists())
-                  or bool(spec.save_edited) or (spec.eval_after_each and len(after_done) < len(groups)))
+                  or bool(spec.save_edited) or (spec.eval_after_each and len(after_done) < len(groups))
+                  or after_edits is not None)
     if not need_edits:
         return
     handles = []
@@ -597,6 +865,8 @@ def _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress,
             n_done += 1
             if on_unit:
                 on_unit(n_done)
+        if after_edits is not None:
+            after_edits(method)
         if spec.save_edited:
             _save_edited(spec, lm)
         deltas.finish(_deltas_meta(spec, len(cases), len(groups)))
@@ -610,7 +880,8 @@ def spec_from_args(args) -> EvalSpec:
     d = {k: getattr(args, k) for k in ("model", "out", "method", "bench", "data", "edit_lang", "test_langs",
                                        "protocol", "batch_size", "limit", "seed", "config", "split", "mode",
                                        "save_deltas", "save_edited", "eval_after_each", "dtype", "device",
-                                       "template", "thinking", "max_new_tokens")
+                                       "template", "thinking", "max_new_tokens", "overwrite", "profile",
+                                       "system_prompt")
          if getattr(args, k, None) is not None}
     if isinstance(d.get("test_langs"), str):
         d["test_langs"] = [s for s in d["test_langs"].split(",") if s.strip()]

@@ -13,7 +13,7 @@ def register(sub, groups) -> None:
     mem = groups["memory"]
 
     def with_db(p):
-        p.add_argument("--db", required=True, help="edit memory file (SQLite; created if missing)")
+        p.add_argument("--db", required=True, help="edit memory file (SQLite; add and import create it if missing)")
         return p
 
     p = with_db(mem.add_parser("add", help="store one edit descriptor"))
@@ -68,14 +68,16 @@ def register(sub, groups) -> None:
     p.set_defaults(func=_world_retriever)
 
 
-def _store(args):
+def _store(args, *, create: bool = False, readonly: bool = False):
+    """The memory of ``--db``, checked on open (``quick_check``); only ``add``/``import`` create a file,
+    and read commands open it read-only."""
     from .store import EditStore
-    return EditStore(args.db)
+    return EditStore(args.db, create=create, readonly=readonly, verify=True)
 
 
 def _add(args) -> int:
     from .store import MemoryEdit
-    with _store(args) as s:
+    with _store(args, create=True) as s:
         i = s.add(MemoryEdit(lang=args.lang, prompt=args.prompt, target_new=args.target_new, subject=args.subject,
                              target_old=args.target_old, case_id=args.case_id, batch=args.batch))
     print(i)
@@ -83,11 +85,19 @@ def _add(args) -> int:
 
 
 def _fmt_time(t: float | None) -> str:
-    return datetime.fromtimestamp(t).isoformat(timespec="seconds") if t else "-"
+    if not t:
+        return "-"
+    try:
+        return datetime.fromtimestamp(t).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):  # a time no date can show: print the number
+        return repr(t)
 
 
 def _list(args) -> int:
-    with _store(args) as s:
+    from ..errors import XkeError
+    if args.limit is not None and args.limit < 0:
+        raise XkeError(f"--limit must be >= 0, got {args.limit}")
+    with _store(args, readonly=True) as s:
         edits = s.list(active=None if args.all else True, batch=args.batch, lang=args.lang, limit=args.limit)
     for e in edits:
         if args.json:
@@ -110,19 +120,24 @@ def _retire(args) -> int:
 
 
 def _parse_time(text: str) -> float:
-    from ..errors import XkeError
+    """``--to`` as Unix seconds: a number or an ISO time, finite and between 1970 and 9999."""
+    from ..errors import DataError, XkeError
+    from .store import check_time
     try:
-        return float(text)
+        t = float(text)
     except ValueError:
-        pass
+        try:
+            t = datetime.fromisoformat(text).timestamp()
+        except (ValueError, OverflowError, OSError):
+            raise XkeError(f"--to {text!r}: give Unix seconds or an ISO time like 2025-01-31T12:00:00") from None
     try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise XkeError(f"--to {text!r}: give Unix seconds or an ISO time like 2025-01-31T12:00:00") from None
+        return check_time(t, "to")
+    except DataError:
+        raise XkeError(f"--to {text!r}: not a time between 1970 and 9999 (Unix seconds 0 to 253402300799)") from None
 
 
 def _rollback(args) -> int:
-    t = _parse_time(args.to)
+    t = _parse_time(args.to)  # checked before the memory is touched
     with _store(args) as s:
         r = s.rollback(t)
     print(f"rolled back to {_fmt_time(t)}: {r['retired']} edit(s) retired, {r['reactivated']} reactivated")
@@ -130,14 +145,20 @@ def _rollback(args) -> int:
 
 
 def _export(args) -> int:
-    with _store(args) as s:
+    with _store(args, readonly=True) as s:
         n = s.export_jsonl(args.out, active=True if args.active_only else None)
     print(f"wrote {n} edit(s) to {args.out}")
     return 0
 
 
 def _import(args) -> int:
-    with _store(args) as s:
+    from pathlib import Path
+
+    from ..errors import DataError
+    f = Path(args.file).expanduser()
+    if not f.exists():
+        raise DataError("no such file", path=str(f))
+    with _store(args, create=True) as s:
         r = s.import_jsonl(args.file, batch=args.batch)
     for lineno, msg in r.errors:
         print(f"{args.file}: line {lineno}: rejected: {msg}", file=sys.stderr)

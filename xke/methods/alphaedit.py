@@ -22,14 +22,13 @@ import torch
 from ..errors import ConfigError
 from ..paths import cache_dir
 from .base import WeightSnapshot, register_method
-from .memit import _SpreadMethod
-from .weight.common import LocateConfig
-from .weight.targets import gather_at_subject, mean_per_request
+from .memit import MEMITConfig, _SpreadMethod
+from .weight.targets import gather_at_subject, request_keys
 from .weight.update import alphaedit_update, nullspace_projector
 
 
 @dataclass
-class AlphaEditConfig(LocateConfig):
+class AlphaEditConfig(MEMITConfig):
     layers: list[int] = field(default_factory=lambda: [0, 1])
     #: eigenvalues of C below this span the preserved keys' null space
     nullspace_threshold: float = 2e-2
@@ -104,7 +103,7 @@ class AlphaEdit(_SpreadMethod):
         rewrite = self.rewrite_seqs(reqs)
         g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=mods)
         for m in mods:
-            K = mean_per_request(g[(m, "in")], rewrite, len(reqs)).double()
+            K = request_keys(g[(m, "in")], rewrite, len(reqs), self.config.key_grouping).double()
             pkkt = ((self._P[m].to(K.device).double() @ K.T) @ K).cpu()     # P K Kᵀ: d² n, not d³
             prev = self._prev_pkkt.get(m)
             self._prev_pkkt[m] = pkkt if prev is None else prev + pkkt

@@ -221,7 +221,10 @@ class ContextMethod(EditMethod):
         return self._cache[key]
 
     def prompt(self, query: Query) -> str:
-        edits = self.descriptors_for(query)
+        return self.prompt_for(query, self.descriptors_for(query))
+
+    def prompt_for(self, query: Query, edits: Sequence[MemoryEdit | EditRequest]) -> str:
+        """The full prompt for ``query`` with exactly ``edits`` in context (none: the plain question)."""
         if not edits:
             return self.formatter.format(query.prompt, query.style)
         return self.formatter.format(self.render(edits, query), query.style)

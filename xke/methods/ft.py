@@ -10,6 +10,11 @@ computed from each sequence's own length, so no left-padding index errors.
   ``‖W − W₀‖∞ ≤ norm_constraint`` applied after every step.
 - **FT-M** (``objective: target``): teacher-forced cross-entropy on the target tokens only (the prompt
   is masked out of the loss); no norm constraint by default.
+
+Where xke deliberately differs from EasyEdit's FT: the target is joined to the prompt exactly as
+evaluation joins it (no space hard-coded before every target, which is wrong for zh/ja/th), and the
+BOS token is never a target token (EasyEdit tokenizes the target on its own, BOS included, and trains
+on it). Half-precision weights are optimised through float32 master copies.
 """
 
 from __future__ import annotations
@@ -95,14 +100,18 @@ class _FineTune(EditMethod):
         start = self._resume(mods, ids_all, mask_all)
         # the last layer's MLP only at the tokens the loss reads (exact; off with reuse_prefix_layers)
         sparse_last = c.reuse_prefix_layers and max(c.layers) < num_layers(self.model) - 1
+        # half-precision weights: Adam runs on float32 master copies written back after each step (Adam's
+        # moments and eps underflow in fp16, which blows the weights up)
+        masters = [w.detach().float().clone() if w.dtype in (torch.float16, torch.bfloat16) else None for w in weights]
+        opt_params = [w if m is None else m for w, m in zip(weights, masters)]
         with frozen(self.model), torch.enable_grad():
             for w in weights:
                 w.requires_grad_(True)
-            opt = torch.optim.Adam(weights, lr=c.lr, weight_decay=c.weight_decay,
-                                   fused=all(w.is_floating_point() for w in weights))   # one kernel per step
+            opt = torch.optim.Adam(opt_params, lr=c.lr, weight_decay=c.weight_decay,
+                                   fused=all(p.is_floating_point() for p in opt_params))   # one kernel per step
             if c.norm_constraint is not None:
-                bounds = [(handle.originals[n] - c.norm_constraint, handle.originals[n] + c.norm_constraint)
-                          for n in names]
+                bounds = [(handle.originals[n].to(p.dtype) - c.norm_constraint,
+                           handle.originals[n].to(p.dtype) + c.norm_constraint) for n, p in zip(names, opt_params)]
             for _ in range(c.steps):
                 total = 0.0
                 for b0 in range(0, len(seqs), bs):
@@ -110,49 +119,65 @@ class _FineTune(EditMethod):
                     T = max(len(s.ids) for s in part)
                     ids, mask = ids_all[b0:b0 + bs, :T], mask_all[b0:b0 + bs, :T]
                     rows, pos, lab, owner = self._read_positions(part, dev)
-                    with start(b0, b0 + len(part), T), (last_mlp_only_at(self.model, rows, pos) if sparse_last
-                                                        else nullcontext()):
-                        hidden = base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+                    with (last_mlp_only_at(self.model, rows, pos) if sparse_last else nullcontext()):
+                        hidden = start(b0, b0 + len(part), T, lambda: base(input_ids=ids, attention_mask=mask,
+                                                                            use_cache=False)[0])
                     loss = self._loss(part, hidden[rows, pos], head, lab, owner) * (len(part) / len(seqs))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    for w, m in zip(weights, masters):
+                        if m is not None:
+                            m.grad, w.grad = w.grad.float(), None
                     opt.step()
                     total += float(loss.detach())
-                    if c.norm_constraint is not None:
-                        with torch.no_grad():
-                            for w, (lo, hi) in zip(weights, bounds):
-                                torch.clamp(w, lo, hi, out=w)
+                    with torch.no_grad():
+                        if c.norm_constraint is not None:
+                            for p, (lo, hi) in zip(opt_params, bounds):
+                                torch.clamp(p, lo, hi, out=p)
+                        for w, m in zip(weights, masters):
+                            if m is not None:
+                                w.copy_(m)
                 if total < c.stop_loss:
                     break
             opt.zero_grad(set_to_none=True)
         return handle
 
     def _resume(self, mods: list[str], ids: torch.Tensor, mask: torch.Tensor):
-        """A context factory ``start(r0, r1, T)`` for the training forward passes.
+        """A function ``forward(r0, r1, T, full)`` giving the final hidden states of rows ``r0:r1``
+        (``full()`` runs the model's own forward).
 
         With one edited layer ``L`` (the usual case) nothing before its MLP output projection changes
         during fine-tuning, so one pass caches ``h_mid = out_L − W₀ k`` (the layer's output minus the
         projection's output) and the keys ``k``; each step then computes ``out_L = h_mid + W k`` with
-        the current ``W`` and runs only the layers after ``L`` (:func:`~.weight.hooks.resume_at`).
-        Otherwise (several layers, a custom module name) it is the plain full forward.
+        the current ``W`` and runs only the layers after ``L``: called directly with the arguments the
+        model's forward gave them (:class:`~.weight.hooks.LayerReplay`) when one mini-batch holds every
+        sequence, else through the model's forward (:func:`~.weight.hooks.resume_at`). Otherwise
+        (several layers, a custom module name) it is the plain full forward.
         """
-        from contextlib import nullcontext
-
-        from .weight.hooks import capture, layer_outputs_are_tensors, resume_at
+        from .weight.hooks import LayerReplay, capture, layer_outputs_are_tensors, resume_at
         from .weight.targets import site_layer
         from ..models.architectures import arch_spec, get_module
 
         L, is_mlp_out = site_layer(self.model, mods[0]) if len(mods) == 1 else (-1, False)
         if not self.config.reuse_prefix_layers or not is_mlp_out or not layer_outputs_are_tensors(self.model, ids, mask):
-            return lambda r0, r1, T: nullcontext()
+            return lambda r0, r1, T, full: full()
         layer = arch_spec(self.model).layer.format(L)
+        replay = LayerReplay(self.model, L + 1)
         with torch.no_grad(), capture(self.model, [layer], outputs=True) as c_out, \
-                capture(self.model, [mods[0]], inputs=True, outputs=True) as c_mlp:
+                capture(self.model, [mods[0]], inputs=True, outputs=True) as c_mlp, replay.record():
             self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
         h_mid = c_out[layer].output - c_mlp[mods[0]].output
         keys = c_mlp[mods[0]].input
         proj = get_module(self.model, mods[0])
-        return lambda r0, r1, T: resume_at(self.model, L + 1, lambda: h_mid[r0:r1, :T] + proj(keys[r0:r1, :T]))
+        n, width = ids.shape
+
+        def forward(r0, r1, T, full):
+            out_L = lambda: h_mid[r0:r1, :T] + proj(keys[r0:r1, :T])  # noqa: E731
+            if (r0, r1, T) == (0, n, width):
+                return replay(out_L())
+            with resume_at(self.model, L + 1, out_L):
+                return full()
+        return forward
 
     def _read_positions(self, part: list[Seq], dev):
         """``rows, positions, labels, owner`` of the tokens the loss reads: FT-L — each prompt's last

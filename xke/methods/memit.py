@@ -2,9 +2,12 @@
 
 1. Target residuals ``z_i = h_i^L + δ_i`` at the last edited layer ``L`` (subject's last token), ``δ`` found
    by the ROME objective (eq. 16 of the paper) — for ALL requests of the batch in one batched loop
-   (EasyEdit optimises them one request at a time);
+   (EasyEdit optimises them one request at a time). As in memit ``compute_z.py``, ``‖δ‖ ≤ clamp·‖h^L‖`` and
+   the decay is ``wd·‖δ‖/‖h^L‖²`` with ``h^L`` the residual δ is added to (``delta_bound: residual``;
+   ``mlp_output`` bounds δ by the MLP output's norm instead, xke < 0.2);
 2. for each edited layer ``l`` in increasing order: keys ``K`` (MLP output-projection input at the subject,
-   averaged over context prefixes, recomputed after the previous layers were edited), residual
+   averaged within template groups then across them as in memit ``compute_ks.py`` — ``key_grouping`` —
+   recomputed after the previous layers were edited), residual
    ``R = (z − h^L) / (number of layers left)`` (the residual spread, eq. 20), and
    ``ΔW = R Kᵀ (λC + KKᵀ)⁻¹`` (eq. 14) with ``C = E[kkᵀ]`` from :mod:`xke.methods.weight.stats`.
 """
@@ -19,13 +22,22 @@ import torch
 from ..data.schema import EditRequest
 from .base import EditHandle, register_method
 from .weight.common import LocateConfig, LocateEditMethod
-from .weight.targets import gather_at_subject, mean_per_request, optimise_targets
+from .weight.targets import gather_at_subject, optimise_targets, request_keys
 from .weight.update import add_to_weight, memit_update
 
 
 @dataclass
 class MEMITConfig(LocateConfig):
     layers: list[int] = field(default_factory=lambda: [0, 1])
+    #: what bounds δ (and scales its decay): "residual" = ‖h^L‖, the residual stream δ is added to
+    #: (memit compute_z.py: max_norm = clamp_norm_factor · ‖target_init‖, target_init = layer L's output);
+    #: "mlp_output" = the norm of layer L's MLP output (xke < 0.2: several times weaker edits)
+    delta_bound: str = "residual"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.delta_bound not in ("residual", "mlp_output"):
+            raise ValueError(f"delta_bound must be 'residual' or 'mlp_output', got {self.delta_bound!r}")
 
 
 class _SpreadMethod(LocateEditMethod):
@@ -59,6 +71,7 @@ class _SpreadMethod(LocateEditMethod):
         requests = list(requests)
         layers = list(self.config.layers)
         mods = [self.mlp_out(l) for l in layers]
+        self.check_target_layer(layers[-1])
         zmod, zkind = self.z_module()
         sites = self.target_sites()
         rewrite, kl = self.rewrite_seqs(requests), self.kl_seqs(requests)
@@ -78,7 +91,7 @@ class _SpreadMethod(LocateEditMethod):
         keys_used: dict[str, torch.Tensor] = {}
         for i, (layer, mod) in enumerate(zip(layers, mods)):
             g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=[mod], outputs=[zmod])
-            K = mean_per_request(g[(mod, "in")], rewrite, n)                 # [n, d_in]
+            K = request_keys(g[(mod, "in")], rewrite, n, self.config.key_grouping)   # [n, d_in]
             cur = g[(zmod, "out")][first.to(g[(zmod, "out")].device)]      # [n, d]
             R = (z.to(cur.device) - cur) / (len(layers) - i) ** self.residual_power
             upd = self.solve(i, mod, K.T, R.T, stats.get(mod))
@@ -88,7 +101,9 @@ class _SpreadMethod(LocateEditMethod):
         return handle
 
     def target_options(self):
-        return self.config.target_options()
+        L = self.config.layers[-1]
+        bound = ({self.mlp_out(L): self.layer_module(L)} if self.config.delta_bound == "residual" else {})
+        return self.config.target_options(norm_modules=bound)
 
 
 @register_method

@@ -2,10 +2,12 @@
 
 For one MLP output projection ``W`` at layer ``l`` (preset per model):
 
-1. key ``k*`` = input of ``W`` at the subject's last token, averaged over the context prefixes (eq. 3);
+1. key ``k*`` = input of ``W`` at the subject's last token, averaged over the context prefixes (eq. 3;
+   rome ``compute_u.py``: a flat mean);
 2. value ``v*`` = ``W``'s original output there plus ``δ``, where ``δ`` minimises the target NLL with a
-   KL term on ``"{subject} is a"`` and weight decay, ``‖δ‖`` clamped (eq. 4) — optimised for all requests
-   of a batch in one loop (:mod:`xke.methods.weight.targets`);
+   KL term on ``"{subject} is a"`` and the decay ``wd·‖δ‖/‖m‖²``, ``‖δ‖ ≤ clamp·‖m‖`` (eq. 4; ``m`` = the
+   MLP output δ is added to, as in rome ``compute_v.py``) — optimised for all requests of a batch in one
+   loop (:mod:`xke.methods.weight.targets`);
 3. ``ΔW = (v* − W k)(C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀ k)`` (eq. 2) with ``k`` the key on the bare prompt and ``C`` the
    key second moment (identity when ``mom2_adjustment`` is off).
 
@@ -25,13 +27,15 @@ from ..data.schema import EditRequest
 from ..models.architectures import get_module
 from .base import EditHandle, register_method
 from .weight.common import LocateConfig, LocateEditMethod
-from .weight.targets import mean_per_request, optimise_targets
+from .weight.targets import optimise_targets, request_keys
 from .weight.update import add_to_weight, rome_directions, rome_update
 
 
 @dataclass
 class ROMEConfig(LocateConfig):
     layers: list[int] = field(default_factory=lambda: [1])
+    #: ROME averages k* over all prompts (rome compute_u.py, eq. 3)
+    key_grouping: str = "flat"
 
     def validate(self) -> None:
         super().validate()
@@ -47,6 +51,7 @@ class ROME(LocateEditMethod):
     def apply(self, requests: Sequence[EditRequest]) -> EditHandle:
         requests = list(requests)
         mod_name = self.mlp_out(self.config.layers[0])
+        self.check_target_layer(self.config.layers[0])
         seqs = [(self.rewrite_seqs([r]), self.kl_seqs([r])) for r in requests]   # errors before any change
         C = self.second_moments([mod_name])[mod_name] if self.config.mom2_adjustment else None
         handle = self.snapshot([mod_name])
@@ -56,7 +61,7 @@ class ROME(LocateEditMethod):
             res = optimise_targets(self.model, self.tokenizer, rewrite, kl, 1, [mod_name],
                                    self.config.target_options())
             keys = res.keys[mod_name]                       # W's input at the subject, every rewrite prompt
-            k_star = mean_per_request(keys, rewrite, 1)      # averaged over prefixes (eq. 3)
+            k_star = request_keys(keys, rewrite, 1, self.config.key_grouping)   # averaged over prefixes (eq. 3)
             k_plain = keys[:1]                               # the bare prompt
             v_star = res.inits[mod_name][0] + res.deltas[mod_name][0]
             u = rome_directions(k_star, C.to(k_star.device) if C is not None else None)

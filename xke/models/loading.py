@@ -3,12 +3,15 @@
 ``--model`` takes a local directory in Hugging Face format, the name of a
 built-in tiny config (``tiny-llama``, ``tiny-qwen2``, ...), ``world`` (the
 default toy-world model) or ``world:DIR``. Hub ids are refused: weights must
-be local. Weights load with safetensors; ``trust_remote_code`` is off unless
-asked for.
+be local. Weights load with safetensors only: a directory holding only pickle
+checkpoints (``*.bin``, ``*.pt``) is refused unless the caller passes
+``allow_pickle=True`` or the user sets ``XKE_ALLOW_PICKLE=1``.
+``trust_remote_code`` is off unless asked for.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +58,54 @@ def resolve_model_path(spec: str) -> Path:
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU."""
+    """``auto`` -> CUDA when present, else CPU; any other name is checked: a clear :class:`ModelError`
+    for an unknown device, or a CUDA/MPS device this machine does not have."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ModelError(f"--device {device!r}: unknown device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ModelError(f"--device {device!r}: no CUDA GPU is available here (or torch was built without "
+                             "CUDA); use --device cpu or auto")
+        if dev.index is not None and dev.index >= n:
+            raise ModelError(f"--device {device!r}: this machine has {n} CUDA GPU(s) (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ModelError(f"--device {device!r}: MPS is not available here; use --device cpu or auto")
+    elif dev.type != "cpu":
+        raise ModelError(f"--device {device!r}: xke runs on cpu, cuda or mps, not {dev.type}")
+    return dev
+
+
+def context_length(model, tokenizer=None) -> int | None:
+    """The longest sequence the model accepts (``max_position_embeddings`` and similar config fields,
+    else the tokenizer's ``model_max_length`` when it is a real limit); ``None`` when unknown."""
+    cfg = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    v = getattr(tokenizer, "model_max_length", None)
+    return v if isinstance(v, int) and 0 < v < 10**7 else None
+
+
+def check_weights_format(path: Path, allow_pickle: bool = False) -> bool:
+    """Whether ``path`` must be loaded from pickle weights; :class:`ModelError` when it holds only pickle
+    checkpoints (``*.bin``, ``*.pt``, ``*.pth``: they can run code when loaded) and that was not asked for."""
+    if any(path.glob("*.safetensors")) or any(path.glob("*.safetensors.index.json")):
+        return False
+    pickles = sorted(p.name for pat in ("*.bin", "*.pt", "*.pth") for p in path.glob(pat))
+    if not pickles:
+        return False
+    if allow_pickle or os.environ.get("XKE_ALLOW_PICKLE") == "1":
+        return True
+    raise ModelError(f"{path} holds only pickle weights ({', '.join(pickles[:3])}); xke loads safetensors only, "
+                     "since a pickle file can run code when loaded. Convert the checkpoint to safetensors, or set "
+                     "XKE_ALLOW_PICKLE=1 if you trust it")
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -71,16 +118,18 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(spec: str, *, dtype: str = "auto", device: str = "auto",
-               trust_remote_code: bool = False) -> LoadedModel:
-    """Load a causal LM and its tokenizer from a local spec, in eval mode, with a pad token set."""
+               trust_remote_code: bool = False, allow_pickle: bool = False) -> LoadedModel:
+    """Load a causal LM and its tokenizer from a local spec, in eval mode, with a pad token set
+    (safetensors weights only unless ``allow_pickle``; see :func:`check_weights_format`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_path(spec)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
+    path = resolve_model_path(spec)
+    use_pickle = check_weights_format(path, allow_pickle)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, use_safetensors=None,
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, use_safetensors=not use_pickle,
                                                      trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model from {path}: {e}") from e

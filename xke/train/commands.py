@@ -16,6 +16,9 @@ def _common(p, *, model: bool = True):
     p.add_argument("--preset", default="toy", help="train preset: toy (CPU), paper (Table 7), release (released code)")
     p.add_argument("--config", default=None, help="YAML with sections data/llm/xeit/sampling/scoring/tlpo/eval")
     p.add_argument("--threads", dest="train_threads", type=int, default=None, help="torch CPU threads")
+    if model:
+        p.add_argument("--system-prompt", default=None, metavar="TEXT",
+                       help="system message put first in every training row / prompt (config key system_prompt)")
 
 
 def register(sub, groups) -> None:
@@ -39,19 +42,24 @@ def register(sub, groups) -> None:
     g = groups["train"]
     x = g.add_parser("xeit", help="XE-IT: SFT with answer-only loss on XE-IT data")
     _common(x)
-    x.add_argument("--data", required=True, help="folder from `xke data build-xeit`")
+    x.add_argument("--data", required=True,
+                   help="folder from `xke data build-xeit`, or ShareGPT / conversations JSON (X-KDE release, LTE)")
     x.add_argument("--out", required=True)
     x.add_argument("--lora", action="store_true", help="train LoRA adapters (merged on save)")
     x.set_defaults(func=cmd_xeit)
 
     t = g.add_parser("tlpo", help="TL-PO: sample, score, build pairs, preference-optimise (ORPO/DPO/CPO/KTO)")
     _common(t)
-    t.add_argument("--data", required=True, help="XE-IT data folder (prompts are drawn from train.jsonl)")
+    t.add_argument("--data", default=None,
+                   help="XE-IT data (folder with train.jsonl, or ShareGPT JSON): prompts to sample from; "
+                        "rows without xke's metadata get it inferred")
     t.add_argument("--out", required=True)
     t.add_argument("--algo", choices=["orpo", "dpo", "cpo", "kto"], default=None)
     t.add_argument("--beta", type=float, default=None)
     t.add_argument("--scorer", default=None, help="light, or seq2seq:PATH (local NLLB/M2M100/Marian)")
-    t.add_argument("--pairs", default=None, help="reuse a pairs folder instead of sampling and scoring")
+    t.add_argument("--pairs", default=None,
+                   help="train on existing pairs instead of sampling and scoring: an xke pairs folder, or the "
+                        "release's {prompt, choice, reject, score-diff} NAME-train.json (+ NAME-dev.json)")
     t.set_defaults(func=cmd_tlpo)
 
     k = g.add_parser("xkde", help="the full X-KDE recipe: data -> XE-IT -> sampling -> scoring -> TL-PO -> eval")
@@ -74,8 +82,10 @@ def _cfg(args, overrides=None):
     ov = overrides or {}
     if getattr(args, "langs", None):
         ov.setdefault("data", {})["langs"] = parse_langs(args.langs)
-    if getattr(args, "train_threads", None):
-        ov["threads"] = args.train_threads
+    if getattr(args, "train_threads", None) is not None:
+        ov["threads"] = args.train_threads  # checked (> 0) with the config
+    if getattr(args, "system_prompt", None) is not None:
+        ov["system_prompt"] = args.system_prompt
     return load_train_config(args.preset, args.config, ov)
 
 
@@ -125,7 +135,7 @@ def cmd_xeit(args) -> int:
     ov = {"xeit": {"lora": True}} if args.lora else {}
     cfg = _cfg(args, ov)
     _threads(cfg)
-    m = train_xeit(args.model, args.data, args.out, cfg.xeit)
+    m = train_xeit(args.model, args.data, args.out, cfg.xeit, system_prompt=cfg.system_prompt)
     print(json.dumps({k: v for k, v in m.items() if k != "config"}, indent=2))
     return 0
 
@@ -133,8 +143,8 @@ def cmd_xeit(args) -> int:
 def cmd_tlpo(args) -> int:
     from .sampling import sample_for_rows, select_prompts
     from .scorers import build_scorer, score_records
+    from .importers import load_xeit_rows
     from .tlpo import make_pairs_dir, train_tlpo
-    from .xeit_data import read_rows
 
     ov: dict = {}
     if args.algo:
@@ -155,11 +165,15 @@ def cmd_tlpo(args) -> int:
     out = Path(args.out)
     pairs_dir = Path(args.pairs) if args.pairs else out / "pairs"
     if not args.pairs:
-        rows = select_prompts(read_rows(Path(args.data) / "train.jsonl"), cfg.sampling)
-        recs = sample_for_rows(args.model, rows, cfg.sampling, out / "samples.jsonl")
+        if not args.data:
+            from ..errors import ConfigError
+
+            raise ConfigError("xke train tlpo: give --data (prompts to sample from) or --pairs (existing pairs)")
+        rows = select_prompts(load_xeit_rows(args.data)[0], cfg.sampling)
+        recs = sample_for_rows(args.model, rows, cfg.sampling, out / "samples.jsonl", system_prompt=cfg.system_prompt)
         score_records(recs, build_scorer(cfg.scoring), cfg.scoring.sample_lang)
         print(json.dumps(make_pairs_dir(recs, pairs_dir, cfg.tlpo), indent=2))
-    m = train_tlpo(args.model, pairs_dir, out / "model", cfg.tlpo)
+    m = train_tlpo(args.model, pairs_dir, out / "model", cfg.tlpo, system_prompt=cfg.system_prompt)
     print(json.dumps({k: v for k, v in m.items() if k != "config"}, indent=2))
     return 0
 

@@ -54,8 +54,16 @@ class EvalConfig:
     #: world source: also evaluate the final model in retrieve mode (``xke eval --method xkde --mode retrieve``,
     #: ``threshold: auto``), each case's edit stored among N edits about invented people, for each N here
     retrieve_distractors: list[int] = field(default_factory=list)
+    #: also measure general ability (``xke general``: lm-eval tasks before and after N edits) of the final
+    #: model with these methods (e.g. [xkde, memit]); empty = off
+    general_methods: list[str] = field(default_factory=list)
+    #: numbers of sequential edits for ``general_methods`` (several: a degradation curve)
+    general_edits: list[int] = field(default_factory=lambda: [100])
+    #: lm-eval tasks for ``general_methods`` (default the toy-world group)
+    general_tasks: list[str] = field(default_factory=lambda: ["xke_world"])
 
-    late_fields: ClassVar[tuple[str, ...]] = ("retrieve_distractors",)
+    late_fields: ClassVar[tuple[str, ...]] = ("retrieve_distractors", "general_methods", "general_edits",
+                                              "general_tasks")
 
     def validate(self) -> None:
         if any(n < 0 for n in self.retrieve_distractors):
@@ -64,6 +72,8 @@ class EvalConfig:
             raise ValueError("eval.n_cases must be >= 1")
         if self.per_subject is not None and self.per_subject < 1:
             raise ValueError("eval.per_subject must be >= 1 (or null for the world's default)")
+        if any(n < 1 for n in self.general_edits):
+            raise ValueError("eval.general_edits: numbers of edits must be >= 1")
 
 
 @dataclass
@@ -77,6 +87,8 @@ class RecipeConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     threads: int | None = None
     stages: list[str] = field(default_factory=lambda: list(STAGES))
+    #: system message put first in every training row, sampling prompt, pair and evaluation prompt (null: none)
+    system_prompt: str | None = None
 
     def validate(self) -> None:
         for s in self.stages:
@@ -168,9 +180,11 @@ def stage_times(out: Path) -> dict[str, dict]:
 
 
 def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int = 24, batch_size: int = 32,
-                   thinking: bool = False) -> list[str]:
+                   system_prompt: str | None = None, thinking: bool = False) -> list[str]:
     """Greedy answers to user messages rendered with the model's chat template (stops at end of turn;
     reasoning mode off unless ``thinking``)."""
+    from .importers import with_system
+
     import torch
 
     from .sampling import end_token_ids
@@ -183,8 +197,8 @@ def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int
     model.eval()
     from ..models.prompts import chat_kwargs
 
-    texts = [tok.apply_chat_template([{"role": "user", "content": u}], tokenize=False, add_generation_prompt=True,
-                                     **chat_kwargs(thinking)) for u in user_texts]
+    texts = [tok.apply_chat_template(with_system([{"role": "user", "content": u}], system_prompt), tokenize=False,
+                                     add_generation_prompt=True, **chat_kwargs(thinking)) for u in user_texts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = [""] * len(texts)
     for b in range(0, len(order), batch_size):
@@ -302,8 +316,23 @@ def world_retrieve_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequ
     return res
 
 
+def general_eval(model_spec: str, world_dir: Path | None, ecfg: EvalConfig, out: Path,
+                 test_langs: Sequence[str]) -> dict[str, Any]:
+    """General ability of the final model (``xke general``) before and after ``ecfg.general_edits`` edits of
+    each of ``ecfg.general_methods``: the task average and its change, and the edits' locality, per run."""
+    from ..eval.general import GeneralSpec, run_general
+
+    spec = GeneralSpec(model=str(model_spec), out=str(out), methods=list(ecfg.general_methods),
+                       n_edits=list(ecfg.general_edits), tasks=list(ecfg.general_tasks), test_langs=list(test_langs),
+                       world_dir=str(world_dir) if world_dir is not None else None)
+    g = run_general(spec, progress=False)
+    return {"base_avg": g["base"]["avg"], "out": str(out),
+            "runs": [{"method": r["method"], "n_edits": r["n_edits"], "avg": r["avg"], "delta_avg": r["delta_avg"],
+                      "locality": r["edits"]["locality"]} for r in g["runs"]]}
+
+
 def rows_eval(model_spec: str, rows: list[dict], *, max_new_tokens: int = 24, batch_size: int = 32,
-              limit: int = 400) -> dict[str, Any]:
+              limit: int = 400, system_prompt: str | None = None) -> dict[str, Any]:
     """Exact match on held-out XE-IT rows, per section x scope x descriptor (non-world sources)."""
     from ..models.loading import load_model
     from .scorers import form_errors
@@ -311,7 +340,7 @@ def rows_eval(model_spec: str, rows: list[dict], *, max_new_tokens: int = 24, ba
     lm = load_model(str(model_spec), device="auto")
     rows = [r for r in rows if r["kind"] != "long"][:limit]
     answers = greedy_answers(lm.model, lm.tokenizer, [r["messages"][0]["content"] for r in rows],
-                             max_new_tokens=max_new_tokens, batch_size=batch_size)
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, system_prompt=system_prompt)
     agg: dict[str, list[float]] = {}
     form = 0
     for r, a in zip(rows, answers):
@@ -419,6 +448,8 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
     st = Stages(out, log)
     results: dict[str, Any] = {}
     t_all, c_all = time.perf_counter(), time.process_time()
+    sp = cfg.system_prompt
+    sp_dep = {"system_prompt": sp} if sp is not None else {}   # stage hashes of runs without one are unchanged
 
     # 1. data
     def do_data():
@@ -437,8 +468,8 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
     if run_xeit:
         from .xeit import train_xeit
 
-        results["xeit"] = st.run("xeit", {"model": model, "xeit": asdict(cfg.xeit)},
-                                 lambda: train_xeit(model, out / "data", out / "xeit", cfg.xeit),
+        results["xeit"] = st.run("xeit", {"model": model, "xeit": asdict(cfg.xeit), **sp_dep},
+                                 lambda: train_xeit(model, out / "data", out / "xeit", cfg.xeit, system_prompt=sp),
                                  force="xeit" in force)
     policy = str(out / "xeit") if run_xeit else model
     final = policy
@@ -451,12 +482,12 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
 
         def do_sample():
             rows = select_prompts(read_rows(out / "data" / "train.jsonl"), cfg.sampling)
-            recs = sample_for_rows(policy, rows, cfg.sampling, out / "samples.jsonl")
+            recs = sample_for_rows(policy, rows, cfg.sampling, out / "samples.jsonl", system_prompt=sp)
             return {"prompts": len(recs), "kept_samples": sum(len(r["samples"]) for r in recs),
                     "raw_samples": sum(r["n_raw"] for r in recs),
                     "prompts_all_correct": sum(1 for r in recs if not r["samples"])}
 
-        results["sample"] = st.run("sample", {"policy": policy, "sampling": asdict(cfg.sampling)}, do_sample,
+        results["sample"] = st.run("sample", {"policy": policy, "sampling": asdict(cfg.sampling), **sp_dep}, do_sample,
                                    force="sample" in force)
 
         def do_score():
@@ -477,10 +508,12 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                                  force="tlpo" in force)
         final = str(out / "model")
     elif run_xeit:
-        import shutil
+        from ..fsutil import replace_dir
 
-        if not (out / "model" / "config.json").exists():
-            shutil.copytree(out / "xeit", out / "model", dirs_exist_ok=True)
+        done = out / "model" / ".xke-copied"   # written last: a copy cut short by a kill is redone
+        if not done.exists():
+            replace_dir(out / "model", lambda tmp: (shutil.copytree(out / "xeit", tmp, dirs_exist_ok=True),
+                                                    (tmp / ".xke-copied").write_text("xeit\n")))
         final = str(out / "model")
     # 7. evaluation
     if "eval" in cfg.stages:
@@ -510,10 +543,13 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                     from .xeit_data import read_rows
 
                     ev[name] = rows_eval(m, read_rows(out / "data" / "validation.jsonl"),
-                                         max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
+                                         max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
+                                         system_prompt=sp)
+            if cfg.eval.general_methods:
+                ev["general"] = general_eval(final, wd, cfg.eval, out / "eval" / "general", t_langs)
             return ev
 
-        results["eval"] = st.run("eval", {"eval": stage_config(cfg.eval), "final": final}, do_eval,
+        results["eval"] = st.run("eval", {"eval": stage_config(cfg.eval), "final": final, **sp_dep}, do_eval,
                                  force="eval" in force)
         (out / "eval.json").write_text(json.dumps(results["eval"], indent=2, ensure_ascii=False))
     results["times"] = stage_times(out)

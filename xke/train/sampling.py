@@ -69,9 +69,13 @@ def select_prompts(rows: list[dict], cfg: SamplingConfig) -> list[dict]:
     """XE-IT rows that become TL-PO prompts (filters from ``cfg``; deterministic subsample)."""
     import random
 
+    from .importers import fill_row_metadata
+
+    rows = [fill_row_metadata(r, i) for i, r in enumerate(rows)]
+    # imported rows (no xke metadata) pass the section / scope filters, which name xke's own row kinds
     out = [r for r in rows
-           if (cfg.sections is None or r["section"] in cfg.sections)
-           and (cfg.scopes is None or r["scope"] in cfg.scopes)
+           if (cfg.sections is None or r.get("imported") or r["section"] in cfg.sections)
+           and (cfg.scopes is None or r.get("imported") or r["scope"] in cfg.scopes)
            and (not cfg.with_edit_only or r["with_edit"])]
     if cfg.max_prompts is not None and len(out) > cfg.max_prompts:
         rng = random.Random(cfg.seed)
@@ -141,15 +145,19 @@ def _generate_hf(model_spec, prompts, cfg):
     return out
 
 
-def sample_for_rows(model_spec, rows: list[dict], cfg: SamplingConfig, out_path: str | Path | None = None
-                    ) -> list[dict[str, Any]]:
-    """Sample for XE-IT ``rows``; each record: prompt messages, reference, kept samples, bookkeeping."""
-    prompts = [r["messages"][:-1] for r in rows]
+def sample_for_rows(model_spec, rows: list[dict], cfg: SamplingConfig, out_path: str | Path | None = None,
+                    *, system_prompt: str | None = None) -> list[dict[str, Any]]:
+    """Sample for XE-IT ``rows``; each record: prompt messages, reference, kept samples, bookkeeping.
+    Rows without xke's metadata (imported ShareGPT) get it inferred; ``system_prompt`` goes first."""
+    from .importers import fill_row_metadata, with_system
+
+    rows = [fill_row_metadata(r, i) for i, r in enumerate(rows)]
+    prompts = [with_system(r["messages"][:-1], system_prompt) for r in rows]
     samples = generate_samples(model_spec, prompts, cfg)
     recs = []
     for r, ss in zip(rows, samples):
         ref = r["messages"][-1]["content"]
-        recs.append({"prompt_id": f"{r['fact_id']}|{r['id']}", "prompt": r["messages"][:-1], "reference": ref,
+        recs.append({"prompt_id": f"{r['fact_id']}|{r['id']}", "prompt": prompts[len(recs)], "reference": ref,
                      "samples": clean_samples(ss, ref), "n_raw": len(ss), "tgt_lang": r["tgt_lang"],
                      "src_lang": r["src_lang"], "section": r["section"], "scope": r["scope"],
                      "with_edit": r["with_edit"], "fact_id": r["fact_id"]})

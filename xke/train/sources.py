@@ -197,6 +197,11 @@ def world_facts(world_dir: str | Path | None, langs: Sequence[str] | None = None
 
         world_dir = build_world(preset="default")
     w = load_world(world_dir)
+    missing = [lang for lang in (langs or []) if lang not in w.langs]
+    if missing:
+        from ..errors import DataError
+        raise DataError(f"the world has languages {list(w.langs)}, not {missing}; use --langs "
+                        f"{','.join(w.langs)} or a world built with those languages", path=str(world_dir))
     held = {e for e, sp in w.splits.items() if sp == "heldout"}
     if all_relations:
         # every fact of every train-split subject, edited ``edits_per_fact`` times; held-out entities are

@@ -232,17 +232,22 @@ def make_po_trainer(model, tokenizer, train_pairs: list[dict], val_pairs: list[d
     return trainer
 
 
-def train_tlpo(model_spec: str, pairs_dir: str | Path, out_dir: str | Path, cfg: TlpoConfig) -> dict[str, Any]:
-    """Preference-optimise ``model_spec`` on ``pairs_dir/{train,validation}.jsonl``; save to ``out_dir``."""
+def train_tlpo(model_spec: str, pairs_dir: str | Path, out_dir: str | Path, cfg: TlpoConfig, *,
+               system_prompt: str | None = None) -> dict[str, Any]:
+    """Preference-optimise ``model_spec`` on ``pairs_dir/{train,validation}.jsonl``; save to ``out_dir``.
+
+    ``pairs_dir`` may also hold the released layout ``{prompt, choice, reject, score-diff}``
+    (``NAME-train.json`` [+ ``NAME-dev.json``], or one such file): :func:`xke.train.importers.load_pairs`.
+    ``system_prompt`` is put first in every pair's prompt."""
     import torch
 
+    from .importers import load_pairs, with_system
     from .xeit import load_for_training, save_trained
 
     pairs_dir, out = Path(pairs_dir), Path(out_dir)
-    if not (pairs_dir / "train.jsonl").exists():
-        raise XkeError(f"{pairs_dir}: no train.jsonl of preference pairs")
-    train_pairs = read_jsonl_rows(pairs_dir / "train.jsonl")
-    val_pairs = read_jsonl_rows(pairs_dir / "validation.jsonl") if (pairs_dir / "validation.jsonl").exists() else []
+    train_pairs, val_pairs, layout = load_pairs(pairs_dir)
+    train_pairs = [dict(p, prompt=with_system(p["prompt"], system_prompt)) for p in train_pairs]
+    val_pairs = [dict(p, prompt=with_system(p["prompt"], system_prompt)) for p in val_pairs]
     if not train_pairs:
         raise XkeError(f"{pairs_dir}/train.jsonl has no pairs (every sample matched the reference?)")
     model, tok, _ = load_for_training(model_spec)
@@ -254,6 +259,7 @@ def train_tlpo(model_spec: str, pairs_dir: str | Path, out_dir: str | Path, cfg:
     res = trainer.train()
     metrics: dict[str, Any] = {
         "algo": cfg.algo, "beta": cfg.beta, "pairs": len(train_pairs), "validation_pairs": len(val_pairs),
+        "pairs_layout": layout,
         "over_max_length": len_info["over_max_length"], "overlength_policy": cfg.on_overlength,
         "train_loss": round(float(res.training_loss), 5), "steps": res.global_step,
         "train_seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(time.process_time() - cpu0, 2),

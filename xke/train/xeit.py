@@ -251,21 +251,25 @@ def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def train_xeit(model_spec: str, data_dir: str | Path, out_dir: str | Path, cfg: XeitConfig) -> dict[str, Any]:
+def train_xeit(model_spec: str, data_dir: str | Path, out_dir: str | Path, cfg: XeitConfig, *,
+               system_prompt: str | None = None) -> dict[str, Any]:
     """Run XE-IT on ``data_dir/train.jsonl`` (+ ``validation.jsonl``) and save the model in ``out_dir``.
 
+    ``data_dir`` may also be a ShareGPT / conversations JSON file (the X-KDE release, LTE) or a folder
+    holding one (:func:`xke.train.importers.load_xeit_rows`). ``system_prompt`` is put first in every row.
     Returns metrics (losses, tokens, tokens/s, MFU on GPU, CPU seconds), also
     written to ``out_dir/xeit_metrics.json``.
     """
     import torch
 
-    from .xeit_data import read_rows
+    from .importers import load_xeit_rows, with_system
 
     data_dir, out = Path(data_dir), Path(out_dir)
-    if not (data_dir / "train.jsonl").exists():
-        raise XkeError(f"{data_dir}: no train.jsonl (build it with `xke data build-xeit`)")
-    rows = read_rows(data_dir / "train.jsonl")
-    val_rows = read_rows(data_dir / "validation.jsonl") if (data_dir / "validation.jsonl").exists() else []
+    if data_dir.is_dir() and not (data_dir / "train.jsonl").exists() and not any(data_dir.glob("*.json")):
+        raise XkeError(f"{data_dir}: no train.jsonl (build it with `xke data build-xeit`) and no ShareGPT *.json")
+    rows, val_rows = load_xeit_rows(data_dir)
+    rows = [dict(r, messages=with_system(r["messages"], system_prompt)) for r in rows]
+    val_rows = [dict(r, messages=with_system(r["messages"], system_prompt)) for r in val_rows]
     if cfg.max_rows is not None:
         rows = rows[: cfg.max_rows]
     model, tok, path = load_for_training(model_spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def register(sub, groups) -> None:
@@ -58,8 +59,11 @@ def _file_writer(groups, name: str, func, help: str, description: str):
 
 
 def _load(args):
+    from ..fsutil import check_out_file
     from .build import build_world
     from .world import load_world
+
+    check_out_file(args.out)  # before building or reading the world
 
     d = args.world or build_world(preset=args.preset, seed=args.seed, verbose=False)
     return load_world(d)
@@ -75,8 +79,6 @@ def _cases(args) -> int:
 
 
 def _distractors(args) -> int:
-    from pathlib import Path
-
     rows = _load(args).distractor_edits(args.n, args.lang)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +93,12 @@ def _build(args) -> int:
     from .build import build_world
 
     threads = args.threads if getattr(args, "threads", None) else int(os.environ.get("XKE_THREADS", "0") or 0) or None
+    if args.out is not None:  # a file or unwritable --out fails now, not after the build
+        from ..fsutil import prepare_out_dir
+        prepare_out_dir(Path(args.out).expanduser().parent, what="--out folder")
+        if Path(args.out).expanduser().exists() and not Path(args.out).expanduser().is_dir():
+            from ..errors import XkeError
+            raise XkeError(f"--out {args.out} is a file, not a folder; give a folder path")
     d = build_world(preset=args.preset, seed=args.seed, langs=args.langs, out=args.out, threads=threads,
                     force=args.force, verbose=not args.quiet)
     report = json.loads((d / "report.json").read_text())

@@ -29,6 +29,12 @@ class LocateConfig(MethodConfig):
     v_steps: int = 25
     v_lr: float = 0.5
     v_weight_decay: float = 1e-3
+    #: decay term: "norm" = v_weight_decay·‖δ‖/‖h‖² (rome compute_v.py, memit compute_z.py, EasyEdit);
+    #: "squared" = v_weight_decay·‖δ‖²/‖h‖² (xke before 0.2)
+    v_decay_form: str = "norm"
+    #: key of a request from its prompts: "templates" = mean within the bare-prompt group and the
+    #: prefixed group, then across groups (memit compute_ks.py); "flat" = mean over all prompts (ROME eq. 3)
+    key_grouping: str = "templates"
     clamp_norm_factor: float = 4.0
     kl_factor: float = 0.0625
     stop_loss: float = 5e-2
@@ -61,6 +67,10 @@ class LocateConfig(MethodConfig):
             raise ValueError("v_steps must be >= 1 and v_lr > 0")
         if self.clamp_norm_factor <= 0:
             raise ValueError("clamp_norm_factor must be > 0")
+        if self.v_decay_form not in ("norm", "squared"):
+            raise ValueError(f"v_decay_form must be 'norm' or 'squared', got {self.v_decay_form!r}")
+        if self.key_grouping not in ("templates", "flat"):
+            raise ValueError(f"key_grouping must be 'templates' or 'flat', got {self.key_grouping!r}")
         if self.mom2_n_samples < 1:
             raise ValueError("mom2_n_samples must be >= 1")
         if self.mom2_dtype not in ("float32", "float64"):
@@ -77,7 +87,7 @@ class LocateConfig(MethodConfig):
         return TargetOptions(steps=self.v_steps, lr=self.v_lr, weight_decay=self.v_weight_decay,
                              clamp_norm_factor=self.clamp_norm_factor, kl_factor=self.kl_factor,
                              stop_loss=self.stop_loss, max_requests_per_loop=self.max_requests_per_loop,
-                             reuse_prefix_layers=self.reuse_prefix_layers, **kw)
+                             reuse_prefix_layers=self.reuse_prefix_layers, decay_form=self.v_decay_form, **kw)
 
 
 def module_for_layer(model: torch.nn.Module, method: str, field_name: str, template: str | None,
@@ -110,6 +120,15 @@ class LocateEditMethod(EditMethod):
 
     def attn_out(self, layer: int) -> str:
         return module_for_layer(self.model, self.name, "attn_out", self.config.attn_out_module, layer)
+
+    def check_target_layer(self, layer: int) -> None:
+        """Refuse a target layer with no decoder layer after it: δ added at the subject's last token there
+        reaches no later token (no attention follows), so the edit could not change the answer."""
+        n = num_layers(self.model)
+        if layer >= n - 1:
+            raise ModelError(f"{self.name}: layer {layer} is the last decoder layer of this {n}-layer model; a target "
+                             f"vector at the subject's last token there cannot reach the answer tokens. Edit an "
+                             f"earlier layer (layers: [...] with the last one <= {n - 2}).")
 
     def layer_module(self, layer: int) -> str:
         module_for_layer(self.model, self.name, "mlp_out", self.config.mlp_out_module, layer)

@@ -223,6 +223,50 @@ def last_mlp_only_at(model: torch.nn.Module, rows: torch.Tensor, positions: torc
             mlp.forward = saved
 
 
+class LayerReplay:
+    """The decoder layers from ``start`` on and the final norm, called directly with the keyword arguments
+    the model's own forward passed them (causal mask, position embeddings, ...), recorded once by
+    :meth:`record`.
+
+    An optimisation loop whose inputs before layer ``start`` are fixed then runs ``replay(h)`` each step
+    instead of the model's forward: no embedding lookup, mask or rotary-embedding construction and no
+    wrappers per step, and exactly the same computation in the layers (same arguments, same modules,
+    module patches such as :func:`last_mlp_only_at` included). Needs layers that return tensors
+    (:func:`layer_outputs_are_tensors`) and a forward without a cache.
+    """
+
+    def __init__(self, model: torch.nn.Module, start: int):
+        from ...models.architectures import arch_spec, get_module
+
+        spec = arch_spec(model)
+        self.layers = list(get_module(model, spec.layers))[start:]
+        self.norm = get_module(model, spec.final_norm)
+        self.kwargs: list[dict] = []
+
+    @contextmanager
+    def record(self) -> Iterator[None]:
+        """Record each replayed layer's keyword arguments during the forward pass run inside the block."""
+        self.kwargs = [{} for _ in self.layers]
+
+        def make(i):
+            def pre(mod, args, kwargs):
+                self.kwargs[i] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            return pre
+
+        handles = [layer.register_forward_pre_hook(make(i), with_kwargs=True) for i, layer in enumerate(self.layers)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The final-normed hidden states after the replayed layers, from ``hidden`` (the input of ``start``)."""
+        for layer, kw in zip(self.layers, self.kwargs):
+            hidden = layer(hidden, **kw)
+        return self.norm(hidden)
+
+
 def layer_outputs_are_tensors(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> bool:
     """Whether decoder layers return a bare tensor (transformers >= 5), which :func:`resume_at` assumes."""
     from ...models.architectures import arch_spec, get_module

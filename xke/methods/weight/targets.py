@@ -10,11 +10,15 @@ next-token distribution at the subject must not drift (Meng et al. 2022, eq. 4).
 to the output of one or more modules ("sites": the MLP output for ROME/MEMIT, attention and MLP
 outputs for PMET) at the subject's last token, minimising
 
-``L_i = f_nll · NLL(target_i | rewrite_i) + f_kl · KL(p_new ‖ p_init on KL_i) + wd · Σ_site ‖δ_i‖² / ‖h_i‖²``
+``L_i = f_nll · NLL(target_i | rewrite_i) + f_kl · KL(p_new ‖ p_init on KL_i) + wd · Σ_site ‖δ_i‖ / ‖h_i‖²``
 
-with Adam, ``‖δ_i‖ ≤ clamp · ‖h_i‖`` after each step (``h_i`` the site's original output), and early
-stopping per request (a request whose loss is below ``stop_loss`` is frozen and its rows leave the
-batch). The requests' losses are independent, so the sum gives each ``δ_i`` exactly its own
+with Adam, ``‖δ_i‖ ≤ clamp · ‖h_i‖`` after each step, and early stopping per request (a request whose
+loss is below ``stop_loss`` is frozen and its rows leave the batch). ``h_i`` is the vector ``δ_i`` is
+added to, on the bare prompt: the site's own output for ROME (rome ``compute_v.py``) and PMET
+(EasyEdit ``pmet/compute_zs.py``), the residual stream after layer ``L`` for MEMIT and AlphaEdit
+(memit ``compute_z.py``: ``z = h^L + δ``) — :attr:`TargetOptions.norm_modules`. The decay term is the
+reference code's ``wd·‖δ‖/‖h‖²`` (:func:`delta_decay`; ``decay_form: squared`` gives ``wd·‖δ‖²/‖h‖²``). The requests' losses are
+independent, so the sum gives each ``δ_i`` exactly its own
 gradient: this is per-request optimisation (as in EasyEdit) done with one forward/backward pass per
 step for the whole batch.
 
@@ -147,6 +151,44 @@ def mean_per_request(values: torch.Tensor, seqs: Sequence[Seq], n_req: int) -> t
     return out / cnt[:, None]
 
 
+def request_keys(values: torch.Tensor, seqs: Sequence[Seq], n_req: int, grouping: str = "templates") -> torch.Tensor:
+    """Key of each request from its rows' keys ``values`` ``[n_rows, d]``: ``[n_req, d]``.
+
+    - ``"templates"`` (MEMIT/AlphaEdit/PMET, memit ``compute_ks.py``): the mean within each template group
+      — the bare prompt (first context prefix) and the prefixed prompts — then the mean across groups;
+    - ``"flat"`` (ROME ``compute_u.py``, eq. 3): the mean over all rows.
+    """
+    if grouping == "flat":
+        return mean_per_request(values, seqs, n_req)
+    if grouping != "templates":
+        raise ValueError(f"key grouping must be 'templates' or 'flat', got {grouping!r}")
+    group = torch.tensor([2 * s.req + (s.prefix > 0) for s in seqs], device=values.device)
+    sums = torch.zeros((2 * n_req, values.shape[1]), dtype=values.dtype, device=values.device).index_add_(0, group, values)
+    cnt = torch.bincount(group, minlength=2 * n_req).to(values.dtype)
+    means = (sums / cnt.clamp(min=1)[:, None]).view(n_req, 2, -1)
+    present = (cnt.view(n_req, 2) > 0).to(values.dtype)
+    return (means * present[..., None]).sum(1) / present.sum(1).clamp(min=1)[:, None]
+
+
+def delta_decay(delta: torch.Tensor, ref: torch.Tensor, form: str = "norm") -> torch.Tensor:
+    """Per-row decay term without its weight: ``‖δ‖/‖h‖²`` (``"norm"``: rome ``compute_v.py``, memit
+    ``compute_z.py``, EasyEdit) or ``‖δ‖²/‖h‖²`` (``"squared"``); ``delta``, ``ref`` ``[n, d]`` → ``[n]``."""
+    den = (ref ** 2).sum(1).clamp(min=1e-12)
+    if form == "norm":
+        return torch.linalg.vector_norm(delta, dim=1) / den
+    if form == "squared":
+        return (delta ** 2).sum(1) / den
+    raise ValueError(f"decay_form must be 'norm' or 'squared', got {form!r}")
+
+
+def clamp_delta_(delta: torch.Tensor, ref: torch.Tensor, factor: float) -> None:
+    """Project each row of ``delta`` in place into the ball ``‖δ‖ ≤ factor·‖h‖`` (``h`` = row of ``ref``)."""
+    max_norm = factor * ref.norm(dim=1)
+    norm = delta.norm(dim=1)
+    scale = torch.where(norm > max_norm, max_norm / norm.clamp(min=1e-12), torch.ones_like(norm))
+    delta.mul_(scale[:, None])
+
+
 @dataclass
 class TargetOptions:
     steps: int = 25
@@ -164,6 +206,11 @@ class TargetOptions:
     reuse_prefix_layers: bool = True
     #: with max_requests_per_loop 0: split a batch so that one loop's cached stream/keys fit this budget
     cache_budget_mb: float = 1024.0
+    #: site -> module whose output (at the subject, bare prompt) is the vector δ is added to: its norm bounds
+    #: δ (clamp) and scales the decay term. Sites not listed use their own output (ROME, PMET).
+    norm_modules: dict[str, str] = field(default_factory=dict)
+    #: "norm": wd·‖δ‖/‖h‖² (rome compute_v.py, memit compute_z.py, EasyEdit); "squared": wd·‖δ‖²/‖h‖²
+    decay_form: str = "norm"
 
 
 @dataclass
@@ -368,7 +415,9 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
     layer_name = arch_spec(model).layer.format(L0)
     rows0 = torch.arange(len(seqs), device=dev)
     at_subj = lambda x: x[rows0, subj_all + P]  # noqa: E731
+    ref_mods = sorted({opts.norm_modules[s] for s in sites if s in opts.norm_modules})
     with torch.no_grad(), capture(model, list(sites), inputs=True, outputs=True, select=at_subj) as cap_sites, \
+            capture(model, ref_mods, outputs=True, select=at_subj) as cap_refs, \
             capture(model, [layer_name] if mode != "full" else [], inputs=(mode == "before"),
                     outputs=(mode == "after"), select=lambda x: x[:, P:]) as cap_layer:
         out0 = base(input_ids=ids_all, attention_mask=mask_all, position_ids=pos_all, use_cache=(mode != "full"))
@@ -379,6 +428,9 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
         kv = _keep_kv(out0.past_key_values, P, L0 + 1 if mode == "after" else L0)
     del out0, hidden0
     inits = {s: cap_sites[s].output[first_rows].float() for s in sites}
+    # the vector each δ is added to (bare prompt): bounds δ and scales its decay
+    refs = {s: (cap_refs[opts.norm_modules[s]].output[first_rows].float() if s in opts.norm_modules else inits[s])
+            for s in sites}
     keys = {s: cap_sites[s].input[:n_rw].float() for s in sites}
     resid = None
     if mode != "full":
@@ -444,9 +496,7 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
                 init_lp = kl_init[act_kl.nonzero().squeeze(1)]
                 kl_each = (kl_lp.exp() * (kl_lp - init_lp)).sum(-1)
                 kl_req_loss = kl_req_loss.index_add(0, kl_req[act_kl], kl_each)
-            wd = torch.zeros(n_req, device=dev)
-            for s in sites:
-                wd = wd + (deltas[s] ** 2).sum(1) / (inits[s] ** 2).sum(1).clamp(min=1e-12)
+            wd = sum(delta_decay(deltas[s], refs[s], opts.decay_form) for s in sites)
             loss_req = nll_factor * nll_req + opts.kl_factor * kl_req_loss + opts.weight_decay * wd
             with torch.no_grad():
                 last_nll = torch.where(act_req, nll_req.detach(), last_nll)
@@ -457,7 +507,8 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
                     all_ok = torch.zeros(n_req, device=dev).index_add(0, rw_req[rows_rw], 1 - am) == 0
                     all_ok &= act_req
                     nll_factor = torch.where(all_ok, 0.1 * opts.nll_factor, float(opts.nll_factor))
-                    newly |= all_ok & (kl_req_loss.detach() <= 0.01)
+                    # EasyEdit pmet/compute_zs.py: stop once the weighted KL term is <= 0.01
+                    newly |= all_ok & (opts.kl_factor * kl_req_loss.detach() <= 0.01)
                 done |= newly
             steps_done = it + 1
             if bool(done.all()) or it == opts.steps - 1:
@@ -472,8 +523,5 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
                 d = deltas[s]
                 if frozen_vals[s].numel():
                     d[done] = frozen_vals[s]
-                max_norm = opts.clamp_norm_factor * inits[s].norm(dim=1)
-                norm = d.norm(dim=1)
-                scale = torch.where(norm > max_norm, max_norm / norm.clamp(min=1e-12), torch.ones_like(norm))
-                d.mul_(scale[:, None])
+                clamp_delta_(d, refs[s], opts.clamp_norm_factor)
     return TargetResult({s: d.detach() for s, d in deltas.items()}, inits, last_nll.detach(), steps_done, keys)
