@@ -71,7 +71,7 @@ def method_overrides(path: str, n_layers: int, work: Path) -> dict:
     """Few-step options for each path (fast on tiny models)."""
     locate = dict(v_steps=25, progress=False, mom2_n_samples=len(CORPUS), mom2_batch_size=8,
                   stats_corpus=str(work / "corpus.txt"))
-    return {"none": {}, "rome": dict(locate, layers=[0]), "memit": dict(locate, layers=list(range(n_layers))),
+    return {"none": {}, "rome": dict(locate, layers=[0]), "memit": dict(locate, layers=list(range(max(1, n_layers - 1)))),
             "ft-m": dict(layers=[0]), "ike": dict(pool=str(work / "pool.jsonl"), k=2), "xkde": {}}[path]
 
 
