@@ -56,6 +56,9 @@ class LocateConfig(MethodConfig):
     mom2_update_weight: float = 15000.0
     #: show progress bars (statistics)
     progress: bool = True
+    #: an edit whose subject is not in its prompt: skip (xke eval leaves the case out and counts it),
+    #: last (edit at the prompt's last token) or fail (see xke.methods.weight.subject)
+    subject_not_found: str = "skip"
 
     def validate(self) -> None:
         for where, lst in [("layers", self.layers)] + [(f"layers_by_depth[{k}]", v) for k, v in self.layers_by_depth.items()]:
@@ -79,6 +82,8 @@ class LocateConfig(MethodConfig):
             raise ValueError("mom2_n_samples must be >= 1")
         if self.mom2_dtype not in ("float32", "float64"):
             raise ValueError("mom2_dtype must be float32 or float64")
+        if self.subject_not_found not in ("skip", "last", "fail"):
+            raise ValueError(f"subject_not_found must be skip, last or fail, got {self.subject_not_found!r}")
         if "default" not in self.context_prefixes:
             raise ValueError("context_prefixes needs a 'default' entry")
         for k, v in self.context_prefixes.items():
