@@ -1,6 +1,7 @@
 """Shared test fixtures.
 
 - ``shared_data``: the real benchmark files in ``../shared/data`` (never copied into the project).
+- ``shared_tokenizers``: the real tokenizers in ``../shared/tokenizers`` (Llama 2's SentencePiece model).
 - ``tiny_model``: the built-in random ``tiny-llama`` (built from a config, loaded with from_pretrained).
 - ``world``: one tiny toy world per test run (cached under $XKE_CACHE), the model every editing test uses.
 """
@@ -37,6 +38,17 @@ def shared_data() -> Path:
     if p is None:
         pytest.skip("../shared/data not present (benchmark files are read from there, never copied)")
     return p
+
+
+@pytest.fixture(scope="session")
+def shared_tokenizers() -> Path:
+    """``../shared/tokenizers`` (real tokenizer files, never copied into the project); skips when absent."""
+    from xke.models.families import shared_tokenizer_dir
+
+    d = shared_tokenizer_dir("llama2")
+    if d is None:
+        pytest.skip("../shared/tokenizers/llama2 not present (real tokenizers are read from there)")
+    return d.parent
 
 
 @pytest.fixture(scope="session")

@@ -214,3 +214,20 @@ def test_trained_world_model_finds_its_world(world, tmp_path):
     cfg.xke_world_dir = str(tmp_path / "gone")
     assert world_dir_of(model) == tmp_path / "xkde-model"
     assert world_dir_of(SimpleNamespace(config=SimpleNamespace(xke_world=False))) is None
+
+
+def test_ike_joins_chinese_facts_without_a_space(world_model, cases):
+    case = next(c for c in cases if "zh" in c.views and c.view("zh").paraphrases)
+    q = _q(case, "zh")
+    m = _method(world_model, "ike", mode="gold", k=3, pool_limit=None, demo_query_lang="query")
+    m.apply([case.request("zh")])
+    p = m.prompt(q)
+    zh = case.view("zh")
+    assert f"New Fact: {zh.prompt.rstrip()}{zh.target_new}\n" in p       # zh: no space before the answer
+    demos = m.demonstrations(case.request("zh"), q)
+    text = "\n".join(demos)
+    assert len(demos) == 3 and text.count("？") >= 3 and "？ " not in text  # "问题？答案", never "问题？ 答案"
+    m_en = _method(world_model, "ike", mode="gold", k=0)
+    m_en.apply([case.request("en")])
+    en = case.view("en")
+    assert f"New Fact: {en.prompt.rstrip()} {en.target_new}" in m_en.prompt(_q(case, "en"))  # en: one space

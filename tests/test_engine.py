@@ -84,3 +84,25 @@ def test_generate_stops_at_newline_eos_and_end_token(tiny_model):
     outs = eng.generate([[1, 2], [1, 2], [1, 2], [1, 2]])  # equal lengths keep the batch order
     assert [o.text for o in outs] == ["ab", "a", "a", "b"]
     assert outs[0].ids == [a, b] and outs[1].ids == [a]
+
+
+def test_generation_uses_the_current_cache_argument(tiny_model):
+    """No deprecated ``past_key_values`` call (transformers 5 renamed it ``cache``): no warning, same answers."""
+    import inspect
+    import warnings
+
+    from xke.models.loading import cache_argument
+
+    m, tok = tiny_model.model, tiny_model.tokenizer
+    assert cache_argument(m) == ("cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values")
+    prompts = [p for p, _ in _items(tok)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = Engine(m, tok, max_new_tokens=4, stop_on_newline=False).generate(prompts)
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
+    for p, g in zip(prompts, got):  # the cached loop gives the uncached greedy answer
+        ids = list(p)
+        with torch.no_grad():
+            for _ in range(len(g.ids)):
+                ids.append(int(m(torch.tensor([ids])).logits[0, -1].argmax()))
+        assert g.ids == ids[len(p):]

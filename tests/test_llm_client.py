@@ -17,8 +17,9 @@ from xke.train.llm import (LLMClient, LLMConfig, LLMError, LLMSteps, StepInput, 
 class FakeServer:
     """A tiny OpenAI-compatible ``/v1/chat/completions`` server on 127.0.0.1."""
 
-    def __init__(self, *, delay: float = 0.0, fail_first: int = 0, fail_status: int = 503, reply=None):
+    def __init__(self, *, delay: float = 0.0, fail_first: int = 0, fail_status: int = 503, reply=None, reject=None):
         self.delay, self.fail_first, self.fail_status = delay, fail_first, fail_status
+        self.reject = reject or (lambda msgs: False)  # requests answered 400
         self.reply = reply or (lambda msgs: "ok: " + msgs[-1]["content"][:20])
         self.requests = 0
         self.in_flight = 0
@@ -40,6 +41,9 @@ class FakeServer:
                     srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
                 try:
                     time.sleep(srv.delay)
+                    if srv.reject(body["messages"]):
+                        self._send(400, {"error": {"message": "rejected", "type": "invalid_request_error"}})
+                        return
                     if k <= srv.fail_first:
                         self._send(srv.fail_status, {"error": {"message": "try again", "type": "server_error"}})
                         return
@@ -132,7 +136,8 @@ def test_gives_up_and_non_retryable(server_factory, tmp_path):
     with pytest.raises(LLMError):
         c.chat([{"role": "user", "content": "x"}])
     assert bad.requests == 1  # a 400 is not retried
-    # chat_many keeps going and reports None for failures
+    # chat_many keeps going and reports None for failures when the failure share allows it
+    c = LLMClient(_cfg(bad.url, tmp_path / "c", max_failure_share=1.0, max_consecutive_failures=0))
     out = c.chat_many([[{"role": "user", "content": str(i)}] for i in range(3)])
     assert out == [None, None, None] and c.stats.failures >= 3
 
@@ -208,3 +213,48 @@ def test_llm_steps_build_data_end_to_end(server_factory, tmp_path):
     build_xeit_dataset(facts, cfg, tmp_path / "data2", steps=LLMSteps(LLMClient(_cfg(srv.url, tmp_path))),
                        quiet=True)
     assert srv.requests == n  # a rebuild is served from the cache
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def test_dead_endpoint_is_detected_before_any_retry(tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there: connection refused
+    c = LLMClient(_cfg(url, tmp_path, max_retries=5, backoff_s=1.0))
+    t0 = time.perf_counter()
+    with pytest.raises(LLMError, match="cannot reach the LLM endpoint http://127.0.0.1"):
+        c.chat_many([[{"role": "user", "content": str(i)}] for i in range(50)])
+    assert time.perf_counter() - t0 < 5 and c.stats.retries == 0
+
+
+def test_consecutive_failures_stop_the_batch(server_factory, tmp_path):
+    srv = server_factory(fail_first=10_000, fail_status=400)  # every request fails, not retryable
+    c = LLMClient(_cfg(srv.url, tmp_path, max_consecutive_failures=4, max_concurrency=1))
+    with pytest.raises(LLMError, match="4 requests in a row"):
+        c.chat_many([[{"role": "user", "content": str(i)}] for i in range(40)])
+    assert srv.requests == 4  # the rest never reached the server
+
+
+def test_failure_share_above_the_limit_is_an_error(server_factory, tmp_path):
+    # the server refuses (400, not retried) two of ten prompts: 20% failed for good
+    srv = server_factory(reply=lambda msgs: "ok", reject=lambda msgs: msgs[-1]["content"] in {"1", "5"})
+    reqs = [[{"role": "user", "content": str(i)}] for i in range(10)]
+    c = LLMClient(_cfg(srv.url, tmp_path, max_failure_share=0.1, max_retries=0))
+    with pytest.raises(LLMError, match=r"2 of 10 requests .* failed for good \(20.0% > llm.max_failure_share 10.0%\)"):
+        c.chat_many(reqs)
+    ok = LLMClient(_cfg(srv.url, tmp_path / "b", max_failure_share=0.25, max_retries=0))
+    out = ok.chat_many(reqs)
+    assert out.count(None) == 2 and out[1] is None and out[0] == "ok"
+
+
+def test_cache_key_includes_the_base_url(server_factory, tmp_path):
+    a, b = server_factory(reply=lambda m: "from a"), server_factory(reply=lambda m: "from b")
+    m = [{"role": "user", "content": "same"}]
+    assert LLMClient(_cfg(a.url, tmp_path)).chat(m) == "from a"
+    assert LLMClient(_cfg(b.url, tmp_path)).chat(m) == "from b"  # same cache dir, another endpoint
+    assert a.requests == 1 and b.requests == 1

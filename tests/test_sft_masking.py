@@ -46,7 +46,10 @@ def test_completion_only_loss_without_generation_markers(tiny, tmp_path):
                          "{% else %}<|assistant|>{{ m['content'] }}<|end|>\n{% endif %}{% endfor %}"
                          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     recs, mode = to_sft_records(ROWS, tok)
-    assert mode == "completion_only" and set(recs[0]) == {"prompt", "completion"}
+    assert mode == "completion_only" and set(recs[0]) == {"prompt", "completion", "chat_template_kwargs"}
+    # TRL renders each record with these: Qwen3-style reasoning off unless asked for
+    assert recs[0]["chat_template_kwargs"] == {"enable_thinking": False}
+    assert to_sft_records(ROWS, tok, thinking=True)[0][0]["chat_template_kwargs"] == {"enable_thinking": True}
     trainer, mode = build_sft_trainer(model, tok, ROWS, None, XeitConfig(max_steps=1, max_length=512), tmp_path)
     ids, labels = _labels(trainer, 2)
     for i, row in enumerate(ROWS):

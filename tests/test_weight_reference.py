@@ -155,3 +155,18 @@ def test_fp16_fine_tuning_stays_bounded(world):
         changes[tag] = max(float(d.float().abs().max()) for d in h.deltas().values())
         h.restore()
     assert changes["fp16"] < 3 * changes["fp32"] + 1e-3, changes
+
+
+def test_layers_by_depth_picks_the_layers_for_this_model(wm):
+    """One preset for models of several depths: ``layers_by_depth`` replaces ``layers`` for its depth only."""
+    lm, fmt, _ = wm
+    from xke.errors import ConfigError
+    from xke.models.architectures import num_layers
+    n = num_layers(lm.model)
+    m = build_method("memit", lm.model, lm.tokenizer, fmt,
+                     overrides={"layers": [0, 1], "layers_by_depth": {n: [0], n + 2: [0, 1, 2]}})
+    assert m.config.layers == [0]
+    m = build_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers": [0], "layers_by_depth": {n + 2: [1]}})
+    assert m.config.layers == [0]
+    with pytest.raises(ConfigError, match="increasing"):
+        build_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers_by_depth": {n: [1, 0]}})

@@ -305,3 +305,34 @@ def test_world_invented_facts_are_readable_only(world):
     assert not any(f.source == "world-invented" for f in xeit_inputs([f"world:{world}"], DataConfig(langs=["en", "zh"]))[0])
     with pytest.raises(ValueError, match="world_invented"):
         DataConfig(world_invented=-1).validate()
+
+
+def test_offline_data_from_a_real_source_says_what_it_lacks(shared_data, tmp_path):
+    facts = load_source(f"mzsre:{shared_data / 'mzsre' / 'train'}", ["en", "zh"], limit=20)
+    with pytest.warns(UserWarning, match=r"THIN: no paraphrase, portability, same_subject, complex_queries rows"):
+        stats = build_xeit_dataset(facts, DataConfig(langs=["en", "zh"]), tmp_path, quiet=True)
+    cov = json.loads((tmp_path / "stats.json").read_text())["coverage"]
+    assert cov == stats["coverage"] and cov["backend"] == "offline"
+    assert cov["missing"] == ["paraphrase", "portability", "same_subject", "complex_queries"]
+    assert cov["rows_by_kind"]["out:unrelated"] > 0 and cov["rows_by_kind"]["in:query"] > 0
+    # a source holding everything: nothing missing, no warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = build_xeit_dataset(_facts(), DataConfig(langs=["en", "zh"]), tmp_path / "full", quiet=True)
+    assert full["coverage"]["missing"] == []
+
+
+def test_same_subject_rows_borrowed_from_records_about_the_same_subject(tmp_path):
+    from xke.data.schema import EditCase, LangView
+
+    cases = [EditCase(case_id=f"c{i}", views={"en": LangView(subject=s, prompt=q, target_new=a, target_old=o)})
+             for i, (s, q, a, o) in enumerate([("Ada", "Where was Ada born?", "Paris", "London"),
+                                               ("Ada", "What was Ada's job?", "poet", "mathematician"),
+                                               ("Bob", "Where was Bob born?", "Rome", "Oslo")])]
+    p = tmp_path / "e.jsonl"
+    p.write_text("\n".join(c.to_json() for c in cases) + "\n")
+    facts = load_source(f"jsonl:{p}", ["en"])
+    assert facts[0].views["en"].same_subject == [("What was Ada's job?", "mathematician")]  # the true answer
+    assert facts[1].views["en"].same_subject == [("Where was Ada born?", "London")]
+    assert facts[2].views["en"].same_subject == []

@@ -164,13 +164,13 @@ def _pairs_for(args):
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    from ..models.architectures import num_layers
+    from ..models.architectures import decoder_layers
     from ..models.loading import load_model
     from .layers import analyze_layers, parse_layers
     from .plots import plot_layer_embeddings, plot_layer_metrics
     pairs, langs, source = _pairs_for(args)
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
-    layers = parse_layers(args.layers, num_layers(lm.model))
+    layers = parse_layers(args.layers, len(decoder_layers(lm.model)))
     report, points = analyze_layers(lm.model, lm.tokenizer, pairs, layers=layers, langs=langs, site=args.site,
                                     template=args.template, system_prompt=args.system_prompt,
                                     tsne=not args.no_tsne, tsne_max=args.tsne_max,

@@ -2,8 +2,10 @@
 
 For N parallel sentence pairs (the same fact in language a = zh and b = en,
 each with its subject), the hidden state at the **last token of the subject**
-is taken at every layer (``site="residual"``: the decoder layer's output, i.e.
-``hidden_states[l + 1]``; ``site="mlp"``: the layer's MLP output). Per layer:
+is taken at every layer (``site="residual"``: the decoder layer's raw output, read
+with a hook on the layer; not ``hidden_states[l + 1]``, whose last entry is after the
+final norm and so not comparable with the others; ``site="mlp"``: the layer's MLP
+output). Per layer:
 
 * **language vector** ``v = mean(h_a) − mean(h_b)`` (mean difference);
 * ``projection_a`` / ``projection_b``: mean projection of each language's
@@ -150,9 +152,10 @@ def collect_states(model, tokenizer, texts: Sequence[str], subjects: Sequence[st
                    site: str = "residual", batch_size: int = 16) -> tuple[torch.Tensor, int]:
     """``[N, len(layers), D]`` float32 states at each text's last subject token; texts whose subject
     is not found use their last token (their count is returned as the second value)."""
-    from ..models.architectures import arch_spec, get_module, num_layers
+    from ..models.architectures import arch_spec, decoder_layers, get_module
 
-    n_layers = num_layers(model)
+    blocks = decoder_layers(model)  # residual site: no ArchSpec needed
+    n_layers = len(blocks)
     bad = [lay for lay in layers if not 0 <= lay < n_layers]
     if bad:
         raise ModelError(f"layer(s) {bad} out of range: model has {n_layers} layers (0..{n_layers - 1})")
@@ -168,7 +171,11 @@ def collect_states(model, tokenizer, texts: Sequence[str], subjects: Sequence[st
             mod = get_module(model, spec.mlp.format(lay))
             hooks.append(mod.register_forward_hook(
                 lambda m, i, o, lay=lay: captured.__setitem__(lay, (o[0] if isinstance(o, tuple) else o).detach())))
-    elif site != "residual":
+    elif site == "residual":
+        for lay in layers:
+            hooks.append(blocks[lay].register_forward_hook(
+                lambda m, i, o, lay=lay: captured.__setitem__(lay, (o[0] if isinstance(o, tuple) else o).detach())))
+    else:
         raise ValueError(f"site must be 'residual' or 'mlp', got {site!r}")
     out = []
     missing = 0
@@ -194,12 +201,11 @@ def collect_states(model, tokenizer, texts: Sequence[str], subjects: Sequence[st
                 mask[i, width - len(x):] = 1
             pos_t = torch.tensor([width - len(x) + p for x, p in zip(enc_ids, positions)])
             with torch.inference_mode():
-                res = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                            output_hidden_states=(site == "residual"))
+                model(input_ids=ids.to(device), attention_mask=mask.to(device))
             rows = torch.arange(len(enc_ids))
             per_layer = []
             for lay in layers:
-                h = res.hidden_states[lay + 1] if site == "residual" else captured[lay]
+                h = captured[lay]
                 per_layer.append(h[rows, pos_t.to(h.device)].float().cpu())
             out.append(torch.stack(per_layer, dim=1))
     finally:

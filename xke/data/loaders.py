@@ -830,3 +830,33 @@ def check_bench(bench: str, path: str | Path, langs: str | Sequence[str] | None 
             raise DataError("no usable training pairs (empty file, or every line broken)", path=str(p))
         return pairs.summary()
     return load_bench(bench, path, langs=langs).summary()
+
+
+def train_pairs_cases(pairs: TrainPairs) -> list[EditCase]:
+    """MzsRE training pairs as edit cases (one per line, every language; the question stands in for the
+    subject, which the training file does not give)."""
+    langs = pairs.languages
+    return [EditCase(f"mzsre-train-{line}",
+                     {l: LangView(subject=pairs.pairs[l][k][0], prompt=pairs.pairs[l][k][0],
+                                  target_new=pairs.pairs[l][k][1]) for l in langs},
+                     provenance=Provenance(pairs.path, line))
+            for k, line in enumerate(pairs.lines)]
+
+
+def convert_bench(bench: str, path: str | Path, out: str | Path, langs: str | Sequence[str] | None = None,
+                  limit: int | None = None) -> tuple[int, Path]:
+    """``xke data convert``: load ``bench`` from ``path`` and write its cases as xke JSONL to ``out``;
+    returns (number of cases, output path)."""
+    b = str(bench).strip().lower()
+    if b in ("mzsre-train", "mzsre_train"):
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise DataError("no such file or folder", path=str(p))
+        cases = _limit(train_pairs_cases(load_mzsre_train(p, langs)), limit)
+    else:
+        cases = list(load_bench(bench, path, langs=langs, limit=limit))
+    if not cases:
+        raise DataError("no cases to write", path=str(path))
+    o = Path(out).expanduser()
+    o.parent.mkdir(parents=True, exist_ok=True)
+    return len(cases), write_jsonl(o, cases)

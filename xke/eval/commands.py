@@ -57,6 +57,9 @@ def register(sub, groups) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--template", choices=["auto", "chat", "plain"], default="auto",
                    help="prompt format: the tokenizer's chat template, plain 'Q: ... A:', or auto")
+    p.add_argument("--thinking", action="store_true",
+                   help="chat templates with a reasoning switch (Qwen3): leave thinking mode on "
+                        "(default: enable_thinking=False, so answers start right after the prompt)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="greedy generation length limit (default 16)")
     p.add_argument("--profile", default=None, choices=["xke", "xkde-release", "bizsre", "easyedit"],
                    help="whose metric definitions to follow: xke (default), xkde-release (the released X-KDE "

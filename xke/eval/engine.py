@@ -26,6 +26,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..models.loading import cache_argument
+
 #: end-of-turn markers of common chat templates (used as stop tokens when present in the vocabulary)
 END_TOKENS = ("<|end|>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>", "<end_of_turn>", "<|eos|>")
 
@@ -192,10 +194,11 @@ class Engine:
             started = [False] * B
             past = None
             cur_ids, cur_pos = ids, pos
+            cache_arg = cache_argument(self.model)
             for step in range(max_new):
                 out = self._forward(keep=1, input_ids=cur_ids, attention_mask=mask, position_ids=cur_pos,
-                                    past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                                    use_cache=True, **{cache_arg: past})
+                past = getattr(out, cache_arg)
                 nxt = out.logits[:, -1].argmax(-1)
                 nl = nxt.tolist()
                 for r, t in enumerate(nl):

@@ -147,8 +147,9 @@ class BareFormatter:
 
 
 def make_formatter(profile: EvalProfile, tokenizer, *, template: str = "auto", system_prompt: str | None = None,
-                   model_name: str = ""):
-    """The prompt formatter of ``profile`` for ``tokenizer`` (``system_prompt`` overrides the profile's)."""
+                   model_name: str = "", thinking: bool = False):
+    """The prompt formatter of ``profile`` for ``tokenizer`` (``system_prompt`` overrides the profile's;
+    ``thinking``: a chat template's reasoning mode, off by default)."""
     from ..models.prompts import PromptFormatter
 
     system = system_prompt if system_prompt is not None else profile.system_prompt
@@ -156,7 +157,7 @@ def make_formatter(profile: EvalProfile, tokenizer, *, template: str = "auto", s
         return ReleaseFormatter(tokenizer, "llama2" if is_llama2(model_name, tokenizer) else "chatml", system)
     if profile.prompt == "bare":
         return BareFormatter(tokenizer)
-    return PromptFormatter(tokenizer, mode=template, system=system)
+    return PromptFormatter(tokenizer, mode=template, system=system, thinking=thinking)
 
 
 # ------------------------------------------------------------------------------- tokenization

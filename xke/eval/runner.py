@@ -59,6 +59,7 @@ import dataclasses
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence
@@ -120,6 +121,8 @@ class EvalSpec(ResumableSpec):
     dtype: str = "auto"
     device: str = "auto"
     template: Literal["auto", "chat", "plain"] = "auto"
+    #: chat templates with a reasoning switch (Qwen3): thinking mode on; off (enable_thinking=False) by default
+    thinking: bool = False
     max_new_tokens: int = 16
     token_budget: int = 8192
     method_overrides: dict[str, Any] = field(default_factory=dict)
@@ -658,7 +661,7 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit,
     _seed_all(spec.seed)
     profile = get_profile(spec.profile)
     formatter = make_formatter(profile, tok, template=spec.template, system_prompt=spec.system_prompt,
-                               model_name=f"{spec.model} {getattr(lm, 'path', '')}")
+                               model_name=f"{spec.model} {getattr(lm, 'path', '')}", thinking=spec.thinking)
     ctx = context_length(model, tok)
     check_prompt_lengths(cases, list(dict.fromkeys(spec.edit_langs + list(spec.test_langs))), tok, formatter, ctx,
                          spec.max_new_tokens)
@@ -668,7 +671,9 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit,
     if not profile.strip and "verbatim_descriptors" in {f.name for f in dataclasses.fields(cls.config_class)}:
         overrides.setdefault("verbatim_descriptors", True)
     method = build_method(spec.method, model, tok, formatter, config_path=spec.config, overrides=overrides)
+    policy = getattr(method.config, "subject_not_found", "fail")
     try:
+        cases, skipped = _skip_cases_without_subject(spec, cases, method)
         resolved = {"run_id": _run_id(out),
                     "method_config": json.loads(json.dumps(dataclasses.asdict(method.config), default=str)),
                     "inputs": dict(inputs)}
@@ -699,16 +704,22 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit,
             pre.update({r["case_id"]: r for r in recs})
 
         # 2. protocol
-        if spec.protocol in ("single", "batch"):
-            _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
-        else:
-            _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit, after_edits)
+        from ..methods.weight.subject import subject_not_found_policy
+
+        with subject_not_found_policy(policy if policy in ("skip", "last", "fail") else "fail"):
+            if spec.protocol in ("single", "batch"):
+                _run_restoring(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit)
+            else:
+                _run_sequential(spec, cases, method, ev, pre, results, deltas, lm, progress, on_unit, after_edits)
 
         # 3. metrics
         order = {c.case_id: i for i, c in enumerate(cases)}
         final = _final_records(spec, results)
         recs = [final[cid] for cid in sorted(final, key=order.__getitem__) if cid in order]
         metrics = aggregate(recs, spec)
+        if skipped:
+            metrics["skipped"] = {"subject_not_found": len(skipped), "policy": "skip",
+                                  "case_ids": skipped[:50]}
         if spec.protocol == "sequential" and spec.eval_after_each:
             after = {}
             for r in results.of_type("after_each"):
@@ -725,6 +736,28 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit,
     finally:
         results.close()
         method.close()
+
+
+def _skip_cases_without_subject(spec: EvalSpec, cases: list, method) -> tuple[list, list[str]]:
+    """With a locate-and-edit method whose ``subject_not_found`` is ``skip``: the cases whose edit subject
+    occurs in every rewrite prompt, and the ids of those left out (warned about; counted in metrics.json)."""
+    cfg = method.config
+    if getattr(cfg, "subject_not_found", None) != "skip" or not hasattr(cfg, "context_prefixes"):
+        return cases, []
+    from ..methods.weight.subject import requests_without_subject
+
+    keep, skipped = [], []
+    for c in cases:
+        missing = requests_without_subject(method.formatter, _requests(spec, [c]), cfg.context_prefixes)
+        (skipped if missing else keep).append(c)
+    if skipped and not keep:
+        raise DataError(f"every one of the {len(cases)} cases has an edit subject that does not occur in its "
+                        f"prompt ({spec.edit_lang}); {spec.method} edits at the subject's token. Use "
+                        "'subject_not_found: last' in the method's --config YAML to edit at the prompt's last token instead")
+    if skipped:
+        warnings.warn(f"{len(skipped)} of {len(cases)} cases skipped: the edit subject does not occur in the "
+                      f"prompt (subject_not_found: skip; counted in metrics.json 'skipped')", stacklevel=2)
+    return keep, [c.case_id for c in skipped]
 
 
 def _requests(spec: EvalSpec, cases: Sequence) -> list:
@@ -847,7 +880,8 @@ def spec_from_args(args) -> EvalSpec:
     d = {k: getattr(args, k) for k in ("model", "out", "method", "bench", "data", "edit_lang", "test_langs",
                                        "protocol", "batch_size", "limit", "seed", "config", "split", "mode",
                                        "save_deltas", "save_edited", "eval_after_each", "dtype", "device",
-                                       "template", "max_new_tokens", "overwrite", "profile", "system_prompt")
+                                       "template", "thinking", "max_new_tokens", "overwrite", "profile",
+                                       "system_prompt")
          if getattr(args, k, None) is not None}
     if isinstance(d.get("test_langs"), str):
         d["test_langs"] = [s for s in d["test_langs"].split(",") if s.strip()]

@@ -165,7 +165,8 @@ def model_family(model: torch.nn.Module) -> str:
 def build_method_config(name: str, *, family: str | None = None, config_path: str | Path | None = None,
                         overrides: dict[str, Any] | None = None) -> MethodConfig:
     """Config for method ``name``: packaged preset for ``family`` (or ``default``), then the user's YAML
-    (its ``method:`` section, or the whole file when it has none), then ``overrides``; validated."""
+    (its ``method:`` section, or the whole file when it has none), then ``overrides``; validated. A
+    ``layers`` given by the user replaces the preset's ``layers_by_depth`` too."""
     cls = get_method_class(name)
     group = name.lower()
     presets = list_presets(group)
@@ -181,6 +182,9 @@ def build_method_config(name: str, *, family: str | None = None, config_path: st
         user = raw["method"] if isinstance(raw.get("method"), dict) else raw
         source = f"{config_path} (method options)"
     preset = {k: v for k, v in preset.items() if not k.startswith("_")}
+    chosen = {**user, **(overrides or {})}
+    if "layers" in chosen and "layers_by_depth" not in chosen:
+        preset.pop("layers_by_depth", None)   # layers the user names are the layers edited, at every depth
     merged = merge(preset, user, overrides)
     return from_dict(cls.config_class, merged, source=source)
 

@@ -33,6 +33,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ..config import ConfigError
+from ..data.languages import uses_spaces
 from ..data.schema import EditCase, Query
 from .base import register_method
 from .context import ContextConfig, ContextMethod, world_dir_of
@@ -57,8 +58,9 @@ class IKEConfig(ContextConfig):
             raise ConfigError(f"k must be ≥ 0, got {self.k}")
 
 
-def _fact(prompt: str, target: str) -> str:
-    return f"{prompt.rstrip()} {target.strip()}"
+def _fact(prompt: str, target: str, lang: str) -> str:
+    """``prompt`` and its answer as one line: a space between them in spaced languages, none in zh/ja/th."""
+    return prompt.rstrip() + (" " if uses_spaces(lang) else "") + target.strip()
 
 
 @register_method
@@ -100,7 +102,7 @@ class IKE(ContextMethod):
         pool = self.pool()
         if src_lang not in self._pool_vecs:
             idx = [i for i, c in enumerate(pool) if src_lang in c.views]
-            texts = [_fact(pool[i].views[src_lang].prompt, pool[i].views[src_lang].target_new) for i in idx]
+            texts = [_fact(pool[i].views[src_lang].prompt, pool[i].views[src_lang].target_new, src_lang) for i in idx]
             enc = self.encoder()
             if enc is not None:
                 self._pool_vecs[src_lang] = (idx, ("dense", enc, enc.encode(texts) if texts else None))
@@ -137,7 +139,7 @@ class IKE(ContextMethod):
         exclude = {str(edit.case_id)} if getattr(edit, "case_id", None) is not None else set()
         demos: list[str] = []
         pool = self.pool()
-        for i in self._ranked(edit.lang, _fact(edit.prompt, edit.target_new), exclude):
+        for i in self._ranked(edit.lang, _fact(edit.prompt, edit.target_new, edit.lang), exclude):
             c = pool[i]
             if t_lang not in c.views:
                 continue
@@ -148,12 +150,12 @@ class IKE(ContextMethod):
             if kind == "retain" and not (t.locality_prompt and t.locality_answer):
                 kind = "copy"
             if kind == "copy":
-                q = _fact(t.prompt, t.target_new)
+                q = _fact(t.prompt, t.target_new, t_lang)
             elif kind == "update":
-                q = _fact(t.paraphrases[0], t.target_new)
+                q = _fact(t.paraphrases[0], t.target_new, t_lang)
             else:
-                q = _fact(t.locality_prompt, t.locality_answer)
-            demos.append(f"New Fact: {_fact(s.prompt, s.target_new)}\nPrompt: {q}")
+                q = _fact(t.locality_prompt, t.locality_answer, t_lang)
+            demos.append(f"New Fact: {_fact(s.prompt, s.target_new, edit.lang)}\nPrompt: {q}")
             if len(demos) == k:
                 break
         demos.reverse()  # most similar nearest to the query
@@ -164,5 +166,5 @@ class IKE(ContextMethod):
 
     def render(self, edits: Sequence, query: Query) -> str:
         demos = self.demonstrations(edits[0], query)
-        facts = "\n".join(f"New Fact: {_fact(e.prompt, e.target_new)}" for e in edits)
+        facts = "\n".join(f"New Fact: {_fact(e.prompt, e.target_new, e.lang)}" for e in edits)
         return "\n\n".join([*demos, f"{facts}\nPrompt: {query.prompt}"])

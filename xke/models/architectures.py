@@ -41,12 +41,27 @@ _LLAMA_LIKE = ArchSpec(
     final_norm="model.norm", lm_head="lm_head", embed="model.embed_tokens",
 )
 
+#: Phi-3 fuses the MLP's gate and up projections into one ``gate_up_proj`` (its input projection)
+_PHI3 = ArchSpec(
+    layers="model.layers", layer="model.layers.{}", mlp="model.layers.{}.mlp",
+    mlp_out="model.layers.{}.mlp.down_proj", mlp_in="model.layers.{}.mlp.gate_up_proj",
+    attn="model.layers.{}.self_attn", attn_out="model.layers.{}.self_attn.o_proj",
+    final_norm="model.norm", lm_head="lm_head", embed="model.embed_tokens",
+)
+
+#: Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3, Gemma 1/2/3 (text), OLMo 2 share these names. Gemma 2/3 and
+#: OLMo 2 normalise the MLP's output before adding it to the residual stream (post_feedforward_layernorm):
+#: the rank-one edit still sets the down projection's output, the residual sees its normalised value.
 ARCHITECTURES: dict[str, ArchSpec] = {
     "llama": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "gemma": _LLAMA_LIKE,
+    "gemma2": _LLAMA_LIKE,
+    "gemma3_text": _LLAMA_LIKE,
+    "olmo2": _LLAMA_LIKE,
+    "phi3": _PHI3,
     "gpt2": ArchSpec(
         layers="transformer.h", layer="transformer.h.{}", mlp="transformer.h.{}.mlp",
         mlp_out="transformer.h.{}.mlp.c_proj", mlp_in="transformer.h.{}.mlp.c_fc",
@@ -62,15 +77,43 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 }
 
 
+#: architectures whose MLP is a mixture of experts: no single down projection to edit
+MIXTURE_OF_EXPERTS = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "dbrx",
+                      "jamba", "gpt_oss", "phimoe", "granitemoe"}
+
+
 def arch_spec(model: torch.nn.Module) -> ArchSpec:
     """The :class:`ArchSpec` for ``model`` (by ``config.model_type``); a clear error if unknown."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in MIXTURE_OF_EXPERTS:
+        raise ModelError(
+            f"{model_type!r} is a mixture-of-experts model: its MLP is several experts behind a router, so "
+            "there is no single MLP projection for ROME/MEMIT/AlphaEdit/PMET/FT to edit (xke has no expert-wise "
+            "editing). In-context methods (none, ike, lte, xkde) work; for weight edits use a dense model.")
     if model_type not in ARCHITECTURES:
         raise ModelError(
             f"architecture {model_type!r} has no layer-name entry; known: {', '.join(sorted(ARCHITECTURES))}. "
             "Add an ArchSpec for it to xke.models.architectures.ARCHITECTURES "
             "(print the model to see its module names).")
     return ARCHITECTURES[model_type]
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder layers: from the :class:`ArchSpec` when there is one, else the model's ``ModuleList``
+    whose length is the config's layer count (no table entry needed)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in ARCHITECTURES:
+        return get_module(model, ARCHITECTURES[model_type].layers)
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "get_text_config", lambda: cfg)()
+    n = next((getattr(cfg, k) for k in ("num_hidden_layers", "n_layer", "num_layers")
+              if isinstance(getattr(cfg, k, None), int)), None)
+    lists = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, torch.nn.ModuleList) and len(m) > 0 and (n is None or len(m) == n)]
+    if not lists:
+        raise ModelError(f"cannot find the decoder layers of this {model_type!r} model (no ModuleList of "
+                         f"{n} layers); add an ArchSpec to xke.models.architectures.ARCHITECTURES")
+    return min(lists, key=lambda x: x[0].count("."))[1]  # the outermost one
 
 
 def num_layers(model: torch.nn.Module) -> int:

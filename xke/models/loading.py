@@ -43,6 +43,10 @@ def resolve_model_path(spec: str) -> Path:
     p = Path(spec).expanduser()
     if p.is_dir():
         if not (p / "config.json").exists():
+            inner = [d for d in ("model", "xeit") if (p / d / "config.json").exists()]
+            if inner:  # an `xke train tlpo` / `xke train xkde` / `xke train xeit` output directory
+                raise ModelError(f"{p} is an xke training output directory, not a model; the trained model is "
+                                 f"{p / inner[0]}: pass --model {p / inner[0]}")
             raise ModelError(f"{p} is not a Hugging Face model directory (no config.json)")
         return p
     if p.exists():
@@ -134,3 +138,16 @@ def load_model(spec: str, *, dtype: str = "auto", device: str = "auto",
     tok.padding_side = "left"
     model.to(dev).eval()
     return LoadedModel(model=model, tokenizer=tok, path=path, name=spec)
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name of the KV-cache argument (and output field) of ``model.forward``: ``cache`` in recent
+    transformers 5 releases, ``past_key_values`` before (the old name still works there, with a
+    deprecation warning on every call)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"

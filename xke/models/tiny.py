@@ -62,23 +62,28 @@ def build_byte_tokenizer(chat_template: str | None = CHAT_TEMPLATE):
 
 def build_tiny_model(name: str, out_dir: str | Path | None = None, seed: int = 0) -> Path:
     """Build (or reuse) the built-in tiny model ``name`` and return its directory."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     if name not in TINY_CONFIGS:
         raise KeyError(name)
     out = Path(out_dir) if out_dir else cache_dir("tiny", f"{name}-s{seed}")
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out
-    tok = build_byte_tokenizer()
     cfg = dict(TINY_CONFIGS[name])
-    model_type = cfg.pop("model_type")
-    config = AutoConfig.for_model(model_type, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                  tie_word_embeddings=False, **cfg)
+    save_random_model(cfg.pop("model_type"), build_byte_tokenizer(), out, seed=seed, tie_word_embeddings=False,
+                      **cfg)
+    (out / "xke_builtin.json").write_text(json.dumps({"name": name, "seed": seed}))
+    return out
+
+
+def save_random_model(model_type: str, tok, out: Path, *, seed: int = 0, **config) -> Path:
+    """A random-weight causal LM of ``model_type`` sized for ``tok`` (its special token ids), saved with
+    ``tok`` to ``out`` in Hugging Face format."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(model_type, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **config)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
-    (out / "xke_builtin.json").write_text(json.dumps({"name": name, "seed": seed}))
     return out

@@ -5,10 +5,17 @@
 and key come from :class:`LLMConfig` or the environment (``XKE_LLM_BASE_URL``
 / ``OPENAI_BASE_URL``, ``XKE_LLM_MODEL``, ``XKE_LLM_API_KEY`` /
 ``OPENAI_API_KEY``). Every answer is cached on disk under a key made of the
-request (model, messages, sampling parameters), so a rerun of a data build
-costs nothing; at most ``max_concurrency`` requests are in flight; transient
-failures (rate limits, timeouts, 5xx) are retried with exponential backoff;
-a tqdm bar shows progress, tokens and the estimated cost.
+request (endpoint base URL, model, messages, sampling parameters), so a rerun
+of a data build costs nothing; at most ``max_concurrency`` requests are in
+flight; transient failures (rate limits, timeouts, 5xx) are retried with
+exponential backoff; a tqdm bar shows progress, tokens and the estimated cost.
+
+A dead endpoint is caught early: before its first uncached request the client
+probes the server (``GET /models``; a refused connection or a rejected key is an
+:class:`LLMError` at once), a batch stops after ``max_consecutive_failures``
+failures in a row, and a batch in which more than ``max_failure_share`` of the
+requests failed for good raises instead of silently dropping those rows (the
+CLI exits with status 2).
 
 The X-KDE data steps (paper, Appendix A) use the prompt templates in
 ``xke/train/prompts/*.txt``:
@@ -87,6 +94,12 @@ class LLMConfig:
     progress: bool = True
     judge_filter: bool = True
     min_quality_score: float = 6.0
+    #: probe the endpoint before the first uncached request
+    probe: bool = True
+    #: stop a batch after this many requests in a row failed for good (0 = never)
+    max_consecutive_failures: int = 10
+    #: a batch in which a larger share of requests failed for good is an error, not missing rows
+    max_failure_share: float = 0.02
 
     def validate(self) -> None:
         if self.max_concurrency < 1:
@@ -95,6 +108,10 @@ class LLMConfig:
             raise ValueError("llm.max_retries must be >= 0")
         if self.backoff_s < 0 or self.backoff_max_s < 0:
             raise ValueError("llm backoff must be >= 0")
+        if self.max_consecutive_failures < 0:
+            raise ValueError("llm.max_consecutive_failures must be >= 0")
+        if not 0 <= self.max_failure_share <= 1:
+            raise ValueError("llm.max_failure_share must be in [0, 1]")
 
     def resolved(self) -> tuple[str | None, str, str]:
         """(base_url, model, api_key) with environment fallbacks; clear error when no model is set."""
@@ -164,6 +181,47 @@ class LLMClient:
         self.stats = UsageStats()
         self._lock = threading.Lock()
         self._sem = threading.BoundedSemaphore(cfg.max_concurrency)
+        self._probed = not cfg.probe
+        self._probe_lock = threading.Lock()
+        self._consecutive = 0
+        self._aborted: str | None = None
+
+    def where(self) -> str:
+        return f"{self.base_url or 'the default endpoint'} (model {self.model})"
+
+    def _ensure_probed(self) -> None:
+        """Probe once before the first uncached request; other threads wait for it. A failed probe (or a
+        batch stopped for consecutive failures) fails every later request at once."""
+        if self._aborted:
+            raise LLMError(self._aborted)
+        if self._probed:
+            return
+        with self._probe_lock:
+            if not self._probed:
+                try:
+                    self.probe()
+                except LLMError as e:
+                    self._aborted = str(e)
+                    raise
+                self._probed = True
+        if self._aborted:
+            raise LLMError(self._aborted)
+
+    def probe(self) -> None:
+        """Check that the endpoint answers at all (``GET /models``): a refused connection, a timeout or a
+        rejected API key is an :class:`LLMError` now rather than hours of retries. Any other HTTP answer
+        means a server is there."""
+        import openai
+
+        try:
+            self._client.models.list()
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            raise LLMError(f"cannot reach the LLM endpoint {self.where()}: {e}. Start the server or fix "
+                           "llm.base_url / XKE_LLM_BASE_URL") from e
+        except openai.AuthenticationError as e:
+            raise LLMError(f"the LLM endpoint {self.where()} rejected the API key: {e}") from e
+        except Exception:  # noqa: BLE001 - a server that answers (even 404 on /models) is reachable
+            pass
 
     # --- cache
     def request_params(self, **params) -> dict[str, Any]:
@@ -172,7 +230,7 @@ class LLMClient:
         return p
 
     def cache_key(self, messages: Sequence[dict], params: dict[str, Any]) -> str:
-        blob = json.dumps({"model": self.model, "messages": list(messages), "params": params},
+        blob = json.dumps({"base_url": self.base_url, "model": self.model, "messages": list(messages), "params": params},
                           sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -206,6 +264,7 @@ class LLMClient:
             with self._lock:
                 self.stats.cached += 1
             return hit
+        self._ensure_probed()
         attempt = 0
         while True:
             try:
@@ -214,10 +273,15 @@ class LLMClient:
                 break
             except Exception as e:  # noqa: BLE001 - classified below
                 if not _retryable(e) or attempt >= self.cfg.max_retries:
+                    msg = f"chat request to {self.where()} failed after {attempt + 1} attempt(s): {e}"
                     with self._lock:
                         self.stats.failures += 1
-                    raise LLMError(f"chat request to {self.base_url or 'the default endpoint'} (model "
-                                   f"{self.model}) failed after {attempt + 1} attempt(s): {e}") from e
+                        self._consecutive += 1
+                        n = self.cfg.max_consecutive_failures
+                        if n and self._consecutive >= n and not self._aborted:
+                            self._aborted = (f"stopped: {self._consecutive} requests in a row to {self.where()} "
+                                             f"failed (llm.max_consecutive_failures); last error: {e}")
+                    raise LLMError(msg) from e
                 delay = min(self.cfg.backoff_max_s, self.cfg.backoff_s * (2 ** attempt))
                 delay = delay * (0.5 + random.random() / 2)
                 ra = _retry_after(e)
@@ -233,6 +297,7 @@ class LLMClient:
             usage = {"prompt_tokens": resp.usage.prompt_tokens or 0,
                      "completion_tokens": resp.usage.completion_tokens or 0}
         with self._lock:
+            self._consecutive = 0
             self.stats.requests += 1
             self.stats.input_tokens += usage.get("prompt_tokens", 0)
             self.stats.output_tokens += usage.get("completion_tokens", 0)
@@ -244,29 +309,47 @@ class LLMClient:
         """Replies to many requests, ``max_concurrency`` at a time, in order.
 
         With ``on_error="none"`` a request that fails for good gives ``None``
-        (counted in ``stats.failures``); with ``"raise"`` the first failure is raised.
+        (counted in ``stats.failures``) unless more than ``max_failure_share`` of them fail, or
+        ``max_consecutive_failures`` fail in a row (:class:`LLMError`); with ``"raise"`` the first
+        failure is raised.
         """
         from tqdm.auto import tqdm
 
         out: list[str | None] = [None] * len(requests)
+        failed = [0]
         bar = tqdm(total=len(requests), desc=desc, disable=not self.cfg.progress, leave=False)
 
         def one(i: int):
             try:
                 out[i] = self.chat(requests[i], **params)
             except LLMError:
+                with self._lock:
+                    failed[0] += 1
                 if on_error == "raise":
                     raise
+                if self._aborted:
+                    raise LLMError(self._aborted) from None
             finally:
                 with self._lock:
                     bar.update(1)
                     bar.set_postfix_str(self.progress_line(), refresh=False)
 
-        with ThreadPoolExecutor(max_workers=self.cfg.max_concurrency) as ex:
-            futures = [ex.submit(one, i) for i in range(len(requests))]
+        try:
+            with ThreadPoolExecutor(max_workers=self.cfg.max_concurrency) as ex:
+                futures = [ex.submit(one, i) for i in range(len(requests))]
+                for f in futures:
+                    f.result()
+        except LLMError:
             for f in futures:
-                f.result()
-        bar.close()
+                f.cancel()
+            raise
+        finally:
+            bar.close()
+        share = failed[0] / max(1, len(requests))
+        if share > self.cfg.max_failure_share:
+            raise LLMError(f"{desc}: {failed[0]} of {len(requests)} requests to {self.where()} failed for good "
+                           f"({share:.1%} > llm.max_failure_share {self.cfg.max_failure_share:.1%}); their rows "
+                           "would be missing from the data. Fix the endpoint and rerun (answers are cached)")
         return out
 
     def progress_line(self) -> str:

@@ -180,8 +180,9 @@ def stage_times(out: Path) -> dict[str, dict]:
 
 
 def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int = 24, batch_size: int = 32,
-                   system_prompt: str | None = None) -> list[str]:
-    """Greedy answers to user messages rendered with the model's chat template (stops at end of turn)."""
+                   system_prompt: str | None = None, thinking: bool = False) -> list[str]:
+    """Greedy answers to user messages rendered with the model's chat template (stops at end of turn;
+    reasoning mode off unless ``thinking``)."""
     from .importers import with_system
 
     import torch
@@ -194,8 +195,10 @@ def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int
     stops = end_token_ids(tok)
     dev = next(model.parameters()).device
     model.eval()
+    from ..models.prompts import chat_kwargs
+
     texts = [tok.apply_chat_template(with_system([{"role": "user", "content": u}], system_prompt), tokenize=False,
-                                     add_generation_prompt=True) for u in user_texts]
+                                     add_generation_prompt=True, **chat_kwargs(thinking)) for u in user_texts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = [""] * len(texts)
     for b in range(0, len(order), batch_size):
@@ -446,6 +449,13 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if any(s in cfg.stages for s in ("xeit", "tlpo", "eval")):  # before the (long) data stage
+        from transformers import AutoTokenizer
+
+        from ..models.loading import resolve_model_path
+        from .xeit import require_chat_template
+
+        require_chat_template(AutoTokenizer.from_pretrained(resolve_model_path(model)), "the X-KDE recipe")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     langs = parse_langs(cfg.data.langs)

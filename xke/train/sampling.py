@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from ..models.prompts import chat_kwargs
+
 
 @dataclass
 class SamplingConfig:
@@ -28,6 +30,8 @@ class SamplingConfig:
     sections: list[str] | None = None        # None: all
     scopes: list[str] | None = None          # None: all ("in", "out")
     with_edit_only: bool = False
+    #: chat templates with a reasoning switch (Qwen3): thinking mode on (default off: enable_thinking=False)
+    thinking: bool = False
 
     def validate(self) -> None:
         if self.n < 1:
@@ -102,7 +106,7 @@ def _generate_vllm(model_spec, prompts, cfg):  # pragma: no cover - needs vLLM +
 
     llm = LLM(model=str(resolve_model_path(model_spec)), seed=cfg.seed)
     sp = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens)
-    outs = llm.chat([list(p) for p in prompts], sp, use_tqdm=True)
+    outs = llm.chat([list(p) for p in prompts], sp, use_tqdm=True, chat_template_kwargs=chat_kwargs(cfg.thinking))
     return [[o.text for o in r.outputs] for r in outs]
 
 
@@ -123,7 +127,8 @@ def _generate_hf(model_spec, prompts, cfg):
     model.eval()
     dev = next(model.parameters()).device
     stops = end_token_ids(tok)
-    texts = [tok.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [tok.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True, **chat_kwargs(cfg.thinking))
+             for p in prompts]
     torch.manual_seed(cfg.seed)
     out: list[list[str]] = []
     for i in tqdm(range(0, len(texts), cfg.batch_size), desc="sampling", leave=False):

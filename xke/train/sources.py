@@ -107,6 +107,23 @@ def _borrow_unrelated(facts: list[Fact], seed: int, k: int = 1) -> None:
                 v.unrelated.append((ov.prompt, ans))
 
 
+def _borrow_same_subject(facts: list[Fact]) -> None:
+    """Give views without same-subject questions the other facts' edit questions about the same subject
+    (same language, exact subject): out-of-scope rows that need no LLM. The answer is the other fact's
+    original answer when known, else its answer (ZsRE-style pairs hold true answers)."""
+    by_subject: dict[tuple[str, str], list[FactView]] = {}
+    for f in facts:
+        for lang, v in f.views.items():
+            if v.subject:
+                by_subject.setdefault((lang, v.subject), []).append(v)
+    for views in by_subject.values():
+        for v in views:
+            if v.same_subject:
+                continue
+            v.same_subject = [(o.prompt, o.target_old or o.target_new) for o in views
+                              if o is not v and o.prompt != v.prompt and (o.target_old or o.target_new)][:4]
+
+
 # ----------------------------------------------------------------------------- sources
 
 
@@ -139,7 +156,9 @@ def clm_facts(path: str | Path, langs: Sequence[str] | None = None, *, limit: in
     """CLM-Bench CounterFact-style rows (cloze prompts, ground truth as the original answer)."""
     from ..data.loaders import load_clm
 
-    return facts_from_cases(load_clm(path, langs, limit=limit), "clm")
+    facts = facts_from_cases(load_clm(path, langs, limit=limit), "clm")
+    _borrow_same_subject(facts)
+    return facts
 
 
 def jsonl_facts(path: str | Path, langs: Sequence[str] | None = None, *, limit: int | None = None,
@@ -150,6 +169,7 @@ def jsonl_facts(path: str | Path, langs: Sequence[str] | None = None, *, limit: 
     cases = [c for c in read_jsonl(path, langs, limit=limit) if c.meta.get("split") != "heldout"]
     facts = facts_from_cases(cases, "jsonl")
     _borrow_unrelated(facts, seed)
+    _borrow_same_subject(facts)
     return facts
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfigError, XkeError
+from ..models.prompts import chat_kwargs
 
 
 @dataclass
@@ -66,6 +67,8 @@ class XeitConfig:
     on_overlength: Literal["drop", "truncate", "error"] = "drop"
     dataloader_num_workers: int = 0
     peak_tflops: float | None = None    # for MFU; None: guessed from the GPU name
+    #: chat templates with a reasoning switch (Qwen3): render rows with thinking mode on (default off)
+    thinking: bool = False
 
     def validate(self) -> None:
         if self.learning_rate <= 0:
@@ -91,18 +94,26 @@ def has_generation_markers(tokenizer) -> bool:
     return "{% generation %}" in tpl or "{%- generation %}" in tpl or "generation -%}" in tpl
 
 
-def to_sft_records(rows: list[dict], tokenizer) -> tuple[list[dict], str]:
-    """(records, mode): ``messages`` records for assistant-only loss, else prompt/completion records."""
+def require_chat_template(tokenizer, what: str = "X-KDE training") -> None:
+    """A clear :class:`XkeError` when ``tokenizer`` has no chat template (a base model)."""
     if not getattr(tokenizer, "chat_template", None):
-        raise XkeError(f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')} has no chat template; X-KDE "
-                       "training renders rows with the model's own chat template (add one to tokenizer_config.json)")
+        raise XkeError(f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')} has no chat template (a base "
+                       f"model?); {what} renders every row and prompt with the model's own chat template. Use an "
+                       "instruct/chat model, or add a 'chat_template' to its tokenizer_config.json")
+
+
+def to_sft_records(rows: list[dict], tokenizer, thinking: bool = False) -> tuple[list[dict], str]:
+    """(records, mode): ``messages`` records for assistant-only loss, else prompt/completion records; each
+    carries the ``chat_template_kwargs`` TRL renders it with (``enable_thinking``, off unless ``thinking``)."""
+    require_chat_template(tokenizer)
+    kw = {"chat_template_kwargs": chat_kwargs(thinking)}
     if has_generation_markers(tokenizer):
-        return [{"messages": r["messages"]} for r in rows], "assistant_only"
-    return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows], "completion_only"
+        return [{"messages": r["messages"], **kw} for r in rows], "assistant_only"
+    return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:], **kw} for r in rows], "completion_only"
 
 
-def row_length(tokenizer, messages: list[dict]) -> int:
-    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
+def row_length(tokenizer, messages: list[dict], thinking: bool = False) -> int:
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False, **chat_kwargs(thinking))
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
     return len(ids)
@@ -183,8 +194,8 @@ def build_sft_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[d
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    train_recs, mode = to_sft_records(train_rows, tokenizer)
-    val_recs = to_sft_records(val_rows, tokenizer)[0] if val_rows else None
+    train_recs, mode = to_sft_records(train_rows, tokenizer, cfg.thinking)
+    val_recs = to_sft_records(val_rows, tokenizer, cfg.thinking)[0] if val_rows else None
     bf16 = _use_bf16(cfg.bf16)
     kwargs = dict(
         output_dir=str(out_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,

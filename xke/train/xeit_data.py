@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -348,6 +349,42 @@ def split_rows(rows: list[dict], fraction: float, seed: int = 0) -> tuple[list[d
 # ----------------------------------------------------------------------------- statistics
 
 
+#: row kinds the paper's data has, with the data option that asks for them and what produces them offline
+ROW_KINDS = {
+    "paraphrase": ("in_scope", "the source's paraphrases (MzsRE/CLM training pairs have none)"),
+    "portability": ("portability", "the source's portability questions"),
+    "same_subject": ("out_of_scope", "other records about the same subject, or the out-of-scope LLM step"),
+    "unrelated": ("out_of_scope", "other records' questions (borrowed)"),
+}
+
+
+def row_coverage(rows: Sequence[dict], cfg: DataConfig, *, offline: bool, augment: dict | None = None
+                 ) -> dict[str, Any]:
+    """Rows per kind, and the kinds the config asks for that no row has (``missing``): with the offline
+    backend a real source yields no complex queries, long answers or generated out-of-scope questions,
+    and only what the source itself holds of the rest."""
+    by_kind: dict[str, int] = defaultdict(int)
+    for r in rows:
+        by_kind[f"{r['scope']}:{r['kind']}"] += 1
+    wanted = [k for k, (opt, _) in ROW_KINDS.items() if getattr(cfg, opt, False)]
+    missing = [k for k in wanted if not any(key.endswith(":" + k) for key in by_kind)]
+    aug = augment or {}
+    for opt, count in (("complex_queries", "complex_queries"), ("generate_out_of_scope", "generated_out_of_scope"),
+                       ("long_answers", "long_answers")):
+        if getattr(cfg, opt, False) and not aug.get(count):
+            missing.append(count)
+    return {"backend": "offline" if offline else "llm", "rows_by_kind": dict(sorted(by_kind.items())),
+            "missing": missing}
+
+
+def coverage_warning(cov: dict[str, Any]) -> str:
+    """The loud message for row kinds the data lacks."""
+    why = "; ".join(f"{k}: from {ROW_KINDS[k][1] if k in ROW_KINDS else 'an LLM step'}" for k in cov["missing"])
+    llm = " Use the LLM backend (llm.backend: openai) to generate them." if cov["backend"] == "offline" else ""
+    return (f"X-KDE data is THIN: no {', '.join(cov['missing'])} rows ({why or 'LLM steps'}); the model will "
+            f"not learn those behaviours.{llm} (stats.json 'coverage')")
+
+
 def table8_stats(rows: Sequence[dict], tokenizer=None) -> list[dict[str, Any]]:
     """Rows of Table 8: per source x section x (s -> t): in-scope / out-of-scope x with/without descriptor,
     total and average length (tokens with ``tokenizer``, else characters)."""
@@ -448,11 +485,14 @@ def build_xeit_dataset(facts: list[Fact], cfg: DataConfig, out_dir: str | Path, 
                                                              if val else [])
     stats = {"facts": len(facts), "rows": len(rows), "train_rows": len(train), "validation_rows": len(val),
              "augment": aug, "table8": table8_stats(rows, tokenizer), "config": asdict(cfg),
+             "coverage": row_coverage(rows, cfg, offline=bool(getattr(steps, "offline", False)), augment=aug),
              "files": [str(f) for f in files]}
     llm_stats = getattr(getattr(steps, "client", None), "stats", None)
     if llm_stats is not None:
         stats["llm"] = asdict(llm_stats)
     (out / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2), encoding="utf-8")
+    if stats["coverage"]["missing"]:
+        warnings.warn(coverage_warning(stats["coverage"]), stacklevel=2)
     if not quiet:
         print(format_table8(stats["table8"]))
         print(f"{len(facts)} facts -> {len(rows)} rows ({len(train)} train, {len(val)} validation) in {out}")

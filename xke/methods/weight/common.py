@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -19,6 +20,9 @@ class LocateConfig(MethodConfig):
     """Options shared by ROME, MEMIT, AlphaEdit and PMET (see each preset for per-model values)."""
 
     layers: list[int] = field(default_factory=lambda: [1])
+    #: layers for a model with this many decoder layers (replaces ``layers`` there), so that one preset
+    #: fits models of several depths, e.g. ``{2: [0]}`` with ``layers: [0, 1]``
+    layers_by_depth: dict[int, list[int]] = field(default_factory=dict)
     #: module templates ("{}" = layer); default from xke.models.architectures
     mlp_out_module: str | None = None
     attn_out_module: str | None = None
@@ -52,14 +56,20 @@ class LocateConfig(MethodConfig):
     mom2_update_weight: float = 15000.0
     #: show progress bars (statistics)
     progress: bool = True
+    #: an edit whose subject is not in its prompt: skip (xke eval leaves the case out and counts it),
+    #: last (edit at the prompt's last token) or fail (see xke.methods.weight.subject)
+    subject_not_found: str = "skip"
 
     def validate(self) -> None:
-        if not self.layers:
-            raise ValueError("layers must list at least one layer index")
-        if any(int(l) < 0 for l in self.layers):
-            raise ValueError(f"layers must be >= 0, got {self.layers}")
-        if sorted(set(self.layers)) != list(self.layers):
-            raise ValueError(f"layers must be increasing and distinct, got {self.layers}")
+        for where, lst in [("layers", self.layers)] + [(f"layers_by_depth[{k}]", v) for k, v in self.layers_by_depth.items()]:
+            if not isinstance(lst, list) or not lst or not all(isinstance(l, int) and not isinstance(l, bool) for l in lst):
+                raise ValueError(f"{where} must list at least one layer index, got {lst!r}")
+            if any(l < 0 for l in lst):
+                raise ValueError(f"{where} must be >= 0, got {lst}")
+            if sorted(set(lst)) != list(lst):
+                raise ValueError(f"{where} must be increasing and distinct, got {lst}")
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.layers_by_depth):
+            raise ValueError(f"layers_by_depth keys must be numbers of decoder layers (>= 1), got {list(self.layers_by_depth)}")
         if self.v_steps < 1 or self.v_lr <= 0:
             raise ValueError("v_steps must be >= 1 and v_lr > 0")
         if self.clamp_norm_factor <= 0:
@@ -72,6 +82,8 @@ class LocateConfig(MethodConfig):
             raise ValueError("mom2_n_samples must be >= 1")
         if self.mom2_dtype not in ("float32", "float64"):
             raise ValueError("mom2_dtype must be float32 or float64")
+        if self.subject_not_found not in ("skip", "last", "fail"):
+            raise ValueError(f"subject_not_found must be skip, last or fail, got {self.subject_not_found!r}")
         if "default" not in self.context_prefixes:
             raise ValueError("context_prefixes needs a 'default' entry")
         for k, v in self.context_prefixes.items():
@@ -106,6 +118,10 @@ class LocateEditMethod(EditMethod):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
+        if self.config.layers_by_depth:
+            chosen = self.config.layers_by_depth.get(num_layers(self.model))
+            if chosen is not None:
+                self.config = dataclasses.replace(self.config, layers=list(chosen))
         self._weight_hash: str | None = None
         self._stats_mem: dict[str, torch.Tensor] = {}   # per-instance, never module-level
 

@@ -44,6 +44,7 @@ from ...data.languages import normalize_lang
 from ...data.schema import EditRequest
 from ...models.prompts import encode_prompt, encode_prompt_target
 from ...models.architectures import arch_spec, num_layers
+from ...models.loading import cache_argument
 from .hooks import (add_at_positions, capture, frozen, hooked, last_mlp_only_at, layer_outputs_are_tensors,
                     resume_at, stop_when_seen)
 from .subject import subject_last_token
@@ -410,6 +411,7 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
     kl_req = req_all[n_rw:]
     n_rw_per_req = torch.bincount(rw_req, minlength=n_req).clamp(min=1).float()
     base, head = _base_model(model), _output_module(model)
+    cache_arg = cache_argument(base)
 
     # --- one pass of the unedited model: initial site outputs, KL reference, cached stream and keys/values ---
     layer_name = arch_spec(model).layer.format(L0)
@@ -425,7 +427,7 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
         kl_init = (torch.log_softmax(head(at_subj(hidden0)[n_rw:]).float(), -1) if len(kl) else None)
     kv = None
     if mode != "full" and P > 0:
-        kv = _keep_kv(out0.past_key_values, P, L0 + 1 if mode == "after" else L0)
+        kv = _keep_kv(getattr(out0, cache_arg), P, L0 + 1 if mode == "after" else L0)
     del out0, hidden0
     inits = {s: cap_sites[s].output[first_rows].float() for s in sites}
     # the vector each δ is added to (bare prompt): bounds δ and scales its decay
@@ -481,8 +483,8 @@ def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult
             read_pos = torch.cat([tp, subj_all[kr]]) if len(kl) else tp
             ctx = _both(ctx, last_mlp_only_at(model, read_rows, read_pos))
         with torch.enable_grad(), frozen(model), ctx:
-            hidden = base(input_ids=ids, attention_mask=mask, position_ids=pos,
-                          past_key_values=_prefix_cache(kv, None if bool(act_req.all()) else act_rows), use_cache=kv is not None)[0]
+            hidden = base(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=kv is not None,
+                          **{cache_arg: _prefix_cache(kv, None if bool(act_req.all()) else act_rows)})[0]
             # rewrite NLL (only at target positions; full logits are never materialised)
             logp = torch.log_softmax(head(hidden[tr, tp]).float(), dim=-1)
             tok_lp = logp.gather(1, tl[:, None]).squeeze(1)
