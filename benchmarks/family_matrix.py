@@ -12,7 +12,8 @@ edit cases, edit in English, test in English and Chinese, with a few optimisatio
 - ``FAIL: …`` — anything else (a traceback's last line);
 - ``skip: …`` — the family's tokenizer is not available here (``../shared/tokenizers``, test extras).
 
-    python benchmarks/family_matrix.py                      # the full table (README), ~minutes of CPU
+    python benchmarks/family_matrix.py                      # every family and path in float32
+    python benchmarks/family_matrix.py --dtypes float32,bfloat16,float16   # the README table, ~5 CPU-minutes
     python benchmarks/family_matrix.py --families llama2,qwen3 --paths none,rome --dtypes float32
 
 Prints a markdown table (one row per family x dtype). Tests run a subset
@@ -159,7 +160,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--families", default=",".join(FAMILY_ORDER))
     ap.add_argument("--paths", default=",".join(PATHS))
-    ap.add_argument("--dtypes", default=",".join(DTYPES))
+    ap.add_argument("--dtypes", default="float32",
+                    help=f"default float32 (a short run); the README table: {','.join(DTYPES)} (~5 CPU-minutes)")
     ap.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quiet", action="store_true")
