@@ -62,3 +62,17 @@ def world():
     """Directory of the tiny toy world (world.json, cases.jsonl, model/, report.json)."""
     from xke.world.build import build_world
     return build_world(preset="tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def world_model(world):
+    """The tiny world's model and tokenizer (one load per test module)."""
+    from xke.models.loading import load_model
+    return load_model(f"world:{world}", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cases(world):
+    """The tiny world's edit cases (``cases.jsonl`` rows)."""
+    from xke.data.loaders import read_jsonl
+    return list(read_jsonl(Path(world) / "cases.jsonl"))

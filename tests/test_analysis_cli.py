@@ -134,6 +134,7 @@ def _write_parallel_jsonl(path: Path, n: int = 12) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_analyze_layers_cli_tiny_model(tmp_path, capsys):
     data = _write_parallel_jsonl(tmp_path / "pairs.jsonl")
     out = tmp_path / "layers"

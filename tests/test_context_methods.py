@@ -7,22 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from xke.data.loaders import read_jsonl
 from xke.data.schema import Query
 from xke.methods.base import build_method
 from xke.methods.xkde import xkde_prompt
 from xke.models.prompts import PromptFormatter
-
-
-@pytest.fixture(scope="module")
-def world_model(world):
-    from xke.models.loading import load_model
-    return load_model(f"world:{world}", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def cases(world):
-    return list(read_jsonl(Path(world) / "cases.jsonl"))
 
 
 def _method(lm, name, **overrides):

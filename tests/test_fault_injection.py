@@ -71,6 +71,7 @@ def units_in(out: Path, kind: str) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- eval
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["single", "sequential"])
 def test_eval_killed_at_random_points_resumes_to_the_uninterrupted_metrics(tiny_model, tmp_path, rng, protocol):
     from test_runner import make_cases
@@ -177,6 +178,7 @@ def test_concurrent_writers_and_a_killed_one_lose_nothing_committed(tmp_path, rn
 
 
 # ----------------------------------------------------------------------------------------------- recipe
+@pytest.mark.slow
 def test_recipe_killed_at_a_random_point_resumes_and_repairs_its_model_folder(tmp_path, rng):
     from test_tlpo import _edit_jsonl
 

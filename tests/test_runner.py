@@ -253,6 +253,7 @@ def test_resume_skips_finished_and_cuts_torn_line(tiny_model, data, tmp_path):
     assert sorted(r["unit"] for r in recs if r["type"] == "unit") == list(range(6))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_same_metrics(tiny_model, data, tmp_path):
     big = str(write_jsonl(tmp_path / "big.jsonl", make_cases(40)))
     args = ["--model", "tiny-llama", "--method", "none", "--bench", "jsonl", "--data", big, "--edit-lang", "en",

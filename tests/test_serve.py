@@ -16,7 +16,6 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from xke.data.loaders import read_jsonl  # noqa: E402
 from xke.memory.store import EditStore, MemoryEdit  # noqa: E402
 from xke.serve.app import KeyRing, create_app  # noqa: E402
 from xke.serve.generation import Batcher, Completion  # noqa: E402
@@ -27,14 +26,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
-def lm(world):
-    from xke.models.loading import load_model
-    return load_model(f"world:{world}", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def cases(world):
-    return list(read_jsonl(Path(world) / "cases.jsonl"))
+def lm(world_model):
+    return world_model
 
 
 def _service(lm, world, memory, **kw):

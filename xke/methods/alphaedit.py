@@ -97,9 +97,8 @@ class AlphaEdit(_SpreadMethod):
         P = self.projector(module, C).to(K.device)
         return alphaedit_update(K, R, P, self._prev_pkkt.get(module), self.config.l2)
 
-    def after_batch(self, mods, ks):
-        # keys of this batch under the edited weights join the preserved set (out of place: see handle)
-        reqs = self._last_requests
+    def after_batch(self, reqs, mods, ks):
+        """Keys of this batch under the edited weights join the preserved set (out of place: see handle)."""
         rewrite = self.rewrite_seqs(reqs)
         g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=mods)
         for m in mods:
@@ -113,8 +112,4 @@ class AlphaEdit(_SpreadMethod):
         stats = self.second_moments(mods)
         for m in mods:                 # every projector (and its errors) before any weight changes
             self.projector(m, stats[m])
-        self._last_requests = list(requests)
-        try:
-            return super().apply(requests)
-        finally:
-            self._last_requests = []
+        return super().apply(requests)

@@ -66,6 +66,18 @@ class FTMConfig(FTConfig):
     norm_constraint: float | None = None
 
 
+def _write_back(weights, masters, opt_params, bounds) -> None:
+    """After an Adam step: clamp the optimised tensors into ``bounds`` (FT-L's norm constraint) and copy
+    float32 master copies back into their half-precision weights."""
+    with torch.no_grad():
+        if bounds is not None:
+            for p, (lo, hi) in zip(opt_params, bounds):
+                torch.clamp(p, lo, hi, out=p)
+        for w, m in zip(weights, masters):
+            if m is not None:
+                w.copy_(m)
+
+
 class _FineTune(EditMethod):
     kind = "weight"
     config: FTConfig
@@ -109,9 +121,9 @@ class _FineTune(EditMethod):
                 w.requires_grad_(True)
             opt = torch.optim.Adam(opt_params, lr=c.lr, weight_decay=c.weight_decay,
                                    fused=all(p.is_floating_point() for p in opt_params))   # one kernel per step
-            if c.norm_constraint is not None:
-                bounds = [(handle.originals[n].to(p.dtype) - c.norm_constraint,
-                           handle.originals[n].to(p.dtype) + c.norm_constraint) for n, p in zip(names, opt_params)]
+            bounds = None if c.norm_constraint is None else [
+                (handle.originals[n].to(p.dtype) - c.norm_constraint,
+                 handle.originals[n].to(p.dtype) + c.norm_constraint) for n, p in zip(names, opt_params)]
             for _ in range(c.steps):
                 total = 0.0
                 for b0 in range(0, len(seqs), bs):
@@ -130,13 +142,7 @@ class _FineTune(EditMethod):
                             m.grad, w.grad = w.grad.float(), None
                     opt.step()
                     total += float(loss.detach())
-                    with torch.no_grad():
-                        if c.norm_constraint is not None:
-                            for p, (lo, hi) in zip(opt_params, bounds):
-                                torch.clamp(p, lo, hi, out=p)
-                        for w, m in zip(weights, masters):
-                            if m is not None:
-                                w.copy_(m)
+                    _write_back(weights, masters, opt_params, bounds)
                 if total < c.stop_loss:
                     break
             opt.zero_grad(set_to_none=True)

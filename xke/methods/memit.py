@@ -61,7 +61,8 @@ class _SpreadMethod(LocateEditMethod):
     def needs_stats(self) -> bool:
         return self.config.mom2_adjustment
 
-    def after_batch(self, mods: list[str], ks: dict[str, torch.Tensor]) -> None:
+    def after_batch(self, requests: list[EditRequest], mods: list[str], ks: dict[str, torch.Tensor]) -> None:
+        """Hook run once the batch ``requests`` is written into ``mods`` (``ks``: the keys used per module)."""
         return None
 
     def make_handle(self, mods: list[str]) -> EditHandle:
@@ -97,7 +98,7 @@ class _SpreadMethod(LocateEditMethod):
             upd = self.solve(i, mod, K.T, R.T, stats.get(mod))
             add_to_weight(self.model, mod, upd)
             keys_used[mod] = K
-        self.after_batch(mods, keys_used)
+        self.after_batch(requests, mods, keys_used)
         return handle
 
     def target_options(self):

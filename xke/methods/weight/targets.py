@@ -29,7 +29,8 @@ the KL reference distributions. Every step then runs the layers after ``L`` on t
 subject on, attending to the cached keys/values of the earlier tokens (:func:`subject_aligned`,
 :func:`resume_plan`), and the last layer's MLP only at the tokens whose outputs are read — the target
 tokens and the KL rows' subject (:func:`~.hooks.last_mlp_only_at`). ``reuse_prefix_layers: false``
-gives the plain full passes (same δ; tested).
+gives the plain full passes (same δ; tested). The objective is :func:`edit_loss`, a pure function of the
+logits at the read positions; the passes that produce them are :class:`StepRunner`'s.
 """
 
 from __future__ import annotations
@@ -361,164 +362,216 @@ def _keep_kv(past, P: int, first_run: int):
     return out
 
 
-def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult:
-    """One optimisation loop over all requests of ``rewrite``/``kl`` (see the module doc).
+@dataclass
+class Readout:
+    """What one pass of the model yields for the objective (active requests only)."""
+
+    target_logits: torch.Tensor          # [n_tok, V]: logits predicting each target token of the rewrite rows
+    target_labels: torch.Tensor          # [n_tok]: the target tokens
+    target_rows: torch.Tensor            # [n_tok]: rewrite row of each target token
+    kl_logits: torch.Tensor | None       # [n_kl, V]: next-token logits at the subject of the KL rows
+    kl_init: torch.Tensor | None         # [n_kl, V]: the unedited model's log-probabilities there
+    kl_req: torch.Tensor | None          # [n_kl]: request of each KL row
+
+
+def edit_loss(out: Readout, row_req: torch.Tensor, row_len: torch.Tensor, n_req: int, decay: torch.Tensor,
+              nll_factor, kl_factor: float, weight_decay: float):
+    """Per-request objective of ROME eq. 4 / MEMIT eq. 16:
+
+    ``L_i = f_nll · mean_r (1/|t_r|) Σ_j −log p(t_rj | rewrite_r) + f_kl · Σ KL(p_new ‖ p_init) + wd · decay_i``
+
+    over the rewrite rows ``r`` and KL rows of request ``i`` (``row_req``: request of each rewrite row,
+    ``row_len``: its number of target tokens; ``decay`` from :func:`delta_decay`). Returns the loss, NLL and
+    KL terms (each ``[n_req]``) and the log-probabilities at the target positions.
+    """
+    dev = out.target_logits.device
+    logp = torch.log_softmax(out.target_logits.float(), dim=-1)
+    tok_lp = logp.gather(1, out.target_labels[:, None]).squeeze(1)
+    nll_row = torch.zeros(len(row_req), device=dev).index_add(0, out.target_rows, -tok_lp) / row_len
+    rows_per_req = torch.bincount(row_req, minlength=n_req).clamp(min=1).float()
+    nll = torch.zeros(n_req, device=dev).index_add(0, row_req, nll_row) / rows_per_req
+    kl = torch.zeros(n_req, device=dev)
+    if out.kl_logits is not None:
+        kl_lp = torch.log_softmax(out.kl_logits.float(), dim=-1)
+        kl = kl.index_add(0, out.kl_req, (kl_lp.exp() * (kl_lp - out.kl_init)).sum(-1))
+    return nll_factor * nll + kl_factor * kl + weight_decay * decay, nll, kl, logp
+
+
+def _adaptive_nll(logp, out: Readout, row_req, kl, active, n_req: int, opts: TargetOptions):
+    """PMET: the NLL factor drops to 0.1× for a request once every target token is the argmax; such a
+    request stops once its weighted KL term is <= 0.01 (EasyEdit ``pmet/compute_zs.py``).
+    Returns ``(nll_factor [n_req], stop [n_req])``."""
+    wrong = 1 - (logp.argmax(-1) == out.target_labels).float()
+    all_ok = torch.zeros(n_req, device=logp.device).index_add(0, row_req[out.target_rows], wrong) == 0
+    all_ok &= active
+    factor = torch.where(all_ok, 0.1 * opts.nll_factor, float(opts.nll_factor))
+    return factor, all_ok & (opts.kl_factor * kl <= 0.01)
+
+
+class StepRunner:
+    """Runs the model for the optimisation loop, computing only what ``δ`` can change (no loss here).
 
     Nothing before the edit site changes while ``δ`` is optimised: not the layers before the site's
     layer ``L``, and — since ``δ`` enters at the subject's last token — not any token before the
     subject, in any layer. So (unless ``reuse_prefix_layers`` is off, or the module names are not in the
-    architecture table) one pass of the unedited model caches the residual stream at layer ``L`` for the
-    tokens from the subject on and the attention keys/values of the tokens before it; every step then
-    runs only layers after ``L`` (``L`` itself for PMET's attention site) on the tokens from the subject
-    on (:func:`subject_aligned`, :func:`~.hooks.resume_at`). The loss and its gradient are the same as
-    with full passes (checked in the tests).
+    architecture table) :meth:`first_pass` caches the residual stream at layer ``L`` for the tokens from
+    the subject on and the attention keys/values of the tokens before it; every :meth:`step` then runs
+    only layers after ``L`` (``L`` itself for PMET's attention site) on the tokens from the subject on
+    (:func:`subject_aligned`, :func:`~.hooks.resume_at`), and the last layer's MLP only at the positions
+    read. The logits are the same as with full passes (checked in the tests).
     """
-    dev = next(model.parameters()).device
-    pad = pad_id_of(tokenizer)
-    seqs = list(rewrite) + list(kl)
-    n_rw = len(rewrite)
-    mode, L0 = resume_plan(model, sites) if opts.reuse_prefix_layers else ("full", 0)
-    if mode != "full":
-        ids_all, mask_all, pos_all, P = subject_aligned(seqs, pad, dev)
-        if not layer_outputs_are_tensors(model, ids_all[:, P:], mask_all[:, P:]):
-            mode = "full"
-    if mode == "full":
-        ids_all, mask_all = pad_batch(seqs, pad, dev)
-        pos_all, P = None, 0
-    req_all = torch.tensor([s.req for s in seqs], device=dev)
-    # the last layer's MLP only where outputs are read (unless a site is in the last layer)
-    sparse_last = opts.reuse_prefix_layers and all(0 <= site_layer(model, s)[0] < num_layers(model) - 1 for s in sites)
-    # subject column: P for every row in the aligned layout (columns counted from P), else its own position
-    subj_all = (torch.zeros(len(seqs), dtype=torch.long, device=dev) if mode != "full"
-                else torch.tensor([s.subj for s in seqs], device=dev))
-    shift = [s.subj if mode != "full" else 0 for s in seqs]
-    first_rw = {}
-    for i, s in enumerate(rewrite):
-        first_rw.setdefault(s.req, i)
-    first_rows = torch.tensor([first_rw[r] for r in range(n_req)], device=dev)
-    # target positions of rewrite rows (columns of the computed part)
-    t_row, t_pos, t_lab = [], [], []
-    for i, s in enumerate(rewrite):
-        for j, t in enumerate(s.target):
-            t_row.append(i)
-            t_pos.append(s.n_prompt - 1 + j - shift[i])
-            t_lab.append(t)
-    t_row = torch.tensor(t_row, device=dev)
-    t_pos = torch.tensor(t_pos, device=dev)
-    t_lab = torch.tensor(t_lab, device=dev)
-    t_len = torch.tensor([len(s.target) for s in rewrite], device=dev, dtype=torch.float32)
-    rw_req = req_all[:n_rw]
-    kl_req = req_all[n_rw:]
-    n_rw_per_req = torch.bincount(rw_req, minlength=n_req).clamp(min=1).float()
-    base, head = _base_model(model), _output_module(model)
-    cache_arg = cache_argument(base)
 
-    # --- one pass of the unedited model: initial site outputs, KL reference, cached stream and keys/values ---
-    layer_name = arch_spec(model).layer.format(L0)
-    rows0 = torch.arange(len(seqs), device=dev)
-    at_subj = lambda x: x[rows0, subj_all + P]  # noqa: E731
-    ref_mods = sorted({opts.norm_modules[s] for s in sites if s in opts.norm_modules})
-    with torch.no_grad(), capture(model, list(sites), inputs=True, outputs=True, select=at_subj) as cap_sites, \
-            capture(model, ref_mods, outputs=True, select=at_subj) as cap_refs, \
-            capture(model, [layer_name] if mode != "full" else [], inputs=(mode == "before"),
-                    outputs=(mode == "after"), select=lambda x: x[:, P:]) as cap_layer:
-        out0 = base(input_ids=ids_all, attention_mask=mask_all, position_ids=pos_all, use_cache=(mode != "full"))
-        hidden0 = out0[0]
-        kl_init = (torch.log_softmax(head(at_subj(hidden0)[n_rw:]).float(), -1) if len(kl) else None)
-    kv = None
-    if mode != "full" and P > 0:
-        kv = _keep_kv(getattr(out0, cache_arg), P, L0 + 1 if mode == "after" else L0)
-    del out0, hidden0
-    inits = {s: cap_sites[s].output[first_rows].float() for s in sites}
-    # the vector each δ is added to (bare prompt): bounds δ and scales its decay
-    refs = {s: (cap_refs[opts.norm_modules[s]].output[first_rows].float() if s in opts.norm_modules else inits[s])
-            for s in sites}
-    keys = {s: cap_sites[s].input[:n_rw].float() for s in sites}
-    resid = None
-    if mode != "full":
-        rec = cap_layer[layer_name]
-        resid = rec.output if mode == "after" else rec.input
+    def __init__(self, model, tokenizer, rewrite: Sequence[Seq], kl: Sequence[Seq], n_req: int,
+                 sites: Sequence[str], opts: TargetOptions):
+        self.model, self.sites, self.n_req = model, list(sites), n_req
+        self.dev = dev = next(model.parameters()).device
+        seqs = list(rewrite) + list(kl)
+        self.n_rw, self.n_kl = len(rewrite), len(kl)
+        self._layout(seqs, pad_id_of(tokenizer), opts.reuse_prefix_layers)
+        self.req_all = torch.tensor([s.req for s in seqs], device=dev)
+        self.rw_req, self.kl_req = self.req_all[:self.n_rw], self.req_all[self.n_rw:]
+        # the last layer's MLP only where outputs are read (unless a site is in the last layer)
+        self.sparse_last = opts.reuse_prefix_layers and all(
+            0 <= site_layer(model, s)[0] < num_layers(model) - 1 for s in sites)
+        first_rw: dict[int, int] = {}
+        for i, s in enumerate(rewrite):
+            first_rw.setdefault(s.req, i)
+        self.first_rows = torch.tensor([first_rw[r] for r in range(n_req)], device=dev)
+        # target positions of rewrite rows (columns of the computed part)
+        shift = [s.subj if self.mode != "full" else 0 for s in seqs]
+        cols = [(i, s.n_prompt - 1 + j - shift[i], t) for i, s in enumerate(rewrite) for j, t in enumerate(s.target)]
+        self.t_row, self.t_pos, self.t_lab = (torch.tensor(c, dtype=torch.long, device=dev)
+                                               for c in (zip(*cols) if cols else ([], [], [])))
+        self.t_len = torch.tensor([len(s.target) for s in rewrite], device=dev, dtype=torch.float32)
+        self.base, self.head = _base_model(model), _output_module(model)
+        self.cache_arg = cache_argument(self.base)
 
-    d_model = model.config.hidden_size
-    deltas = {s: torch.zeros((n_req, d_model), device=dev, requires_grad=True) for s in sites}
+    def _layout(self, seqs, pad: int, reuse: bool) -> None:
+        """Subject-aligned batch for the fast path (:func:`resume_plan`), else a right-padded one."""
+        dev = self.dev
+        self.mode, self.L0 = resume_plan(self.model, self.sites) if reuse else ("full", 0)
+        if self.mode != "full":
+            self.ids_all, self.mask_all, self.pos_all, self.P = subject_aligned(seqs, pad, dev)
+            P = self.P
+            if not layer_outputs_are_tensors(self.model, self.ids_all[:, P:], self.mask_all[:, P:]):
+                self.mode = "full"
+        if self.mode == "full":
+            self.ids_all, self.mask_all = pad_batch(seqs, pad, dev)
+            self.pos_all, self.P = None, 0
+        # subject column: 0 for every row in the aligned layout (columns counted from P), else its own position
+        self.subj_all = (torch.zeros(len(seqs), dtype=torch.long, device=dev) if self.mode != "full"
+                         else torch.tensor([s.subj for s in seqs], device=dev))
+
+    def first_pass(self, norm_modules: dict[str, str]):
+        """One pass of the unedited model. Returns ``(inits, refs, keys)`` per site: the site's output at
+        each request's subject (bare prompt), the vector bounding ``δ`` there (``norm_modules``), and the
+        site's input at the subject of every rewrite row; keeps the KL reference distributions and, on the
+        fast path, the stream at layer ``L`` and the keys/values before the subject."""
+        model, sites, mode, P = self.model, self.sites, self.mode, self.P
+        layer_name = arch_spec(model).layer.format(self.L0)
+        rows0 = torch.arange(len(self.req_all), device=self.dev)
+        at_subj = lambda x: x[rows0, self.subj_all + P]  # noqa: E731
+        ref_mods = sorted({norm_modules[s] for s in sites if s in norm_modules})
+        with torch.no_grad(), capture(model, sites, inputs=True, outputs=True, select=at_subj) as cap_sites, \
+                capture(model, ref_mods, outputs=True, select=at_subj) as cap_refs, \
+                capture(model, [layer_name] if mode != "full" else [], inputs=(mode == "before"),
+                        outputs=(mode == "after"), select=lambda x: x[:, P:]) as cap_layer:
+            out0 = self.base(input_ids=self.ids_all, attention_mask=self.mask_all, position_ids=self.pos_all,
+                             use_cache=(mode != "full"))
+            hidden0 = out0[0]
+            self.kl_init = (torch.log_softmax(self.head(at_subj(hidden0)[self.n_rw:]).float(), -1)
+                            if self.n_kl else None)
+        self.kv = None
+        if mode != "full" and P > 0:
+            self.kv = _keep_kv(getattr(out0, self.cache_arg), P, self.L0 + 1 if mode == "after" else self.L0)
+        del out0, hidden0
+        first = self.first_rows
+        inits = {s: cap_sites[s].output[first].float() for s in sites}
+        refs = {s: (cap_refs[norm_modules[s]].output[first].float() if s in norm_modules else inits[s])
+                for s in sites}
+        keys = {s: cap_sites[s].input[:self.n_rw].float() for s in sites}
+        self.resid = None
+        if mode != "full":
+            rec = cap_layer[layer_name]
+            self.resid = rec.output if mode == "after" else rec.input
+        return inits, refs, keys
+
+    def _add_deltas(self, deltas, act_rows, row_req, row_pos, Q: int):
+        """Context adding ``δ`` of each active row's request at its subject column."""
+        rows_local = torch.arange(len(act_rows), device=self.dev)
+        if self.mode == "after":
+            # layer L's output with δ added at the subject (its MLP output feeds the residual additively)
+            d, resid = deltas[self.sites[0]], self.resid
+            return resume_at(self.model, self.L0 + 1, lambda: resid[act_rows, :Q].index_put(
+                (rows_local, row_pos), d[row_req].to(resid.dtype), accumulate=True))
+        hooks = {s: add_at_positions(rows_local, row_pos, (lambda s=s: deltas[s][row_req])) for s in self.sites}
+        ctx = hooked(self.model, hooks)
+        if self.mode == "before":
+            ctx = _both(ctx, resume_at(self.model, self.L0, lambda: self.resid[act_rows, :Q]))
+        return ctx
+
+    @contextmanager
+    def step(self, deltas: dict[str, torch.Tensor], active: torch.Tensor):
+        """One pass with ``δ`` added for the ``active`` requests; yields their :class:`Readout`."""
+        dev, P = self.dev, self.P
+        act_rows = active[self.req_all].nonzero().squeeze(1)
+        # map old row index -> new row index within the active batch
+        new_index = torch.full((len(self.req_all),), -1, dtype=torch.long, device=dev)
+        new_index[act_rows] = torch.arange(len(act_rows), device=dev)
+        Q = int(self.mask_all[act_rows, P:].sum(1).max())
+        ids, mask = self.ids_all[act_rows, P:P + Q], self.mask_all[act_rows, :P + Q]
+        pos = self.pos_all[act_rows, P:P + Q] if self.pos_all is not None else None
+        ctx = self._add_deltas(deltas, act_rows, self.req_all[act_rows], self.subj_all[act_rows], Q)
+        # the tokens whose outputs are read: target positions of the rewrite rows, the subject of KL rows
+        act_t = active[self.rw_req[self.t_row]]
+        tr, tp = new_index[self.t_row[act_t]], self.t_pos[act_t]
+        read_rows, read_pos = tr, tp
+        if self.n_kl:
+            act_kl = active[self.kl_req]
+            kr = torch.arange(self.n_rw, len(self.req_all), device=dev)[act_kl]
+            read_rows, read_pos = torch.cat([tr, new_index[kr]]), torch.cat([tp, self.subj_all[kr]])
+        if self.sparse_last:
+            ctx = _both(ctx, last_mlp_only_at(self.model, read_rows, read_pos))
+        with ctx:
+            cache = _prefix_cache(self.kv, None if bool(active.all()) else act_rows)
+            hidden = self.base(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=self.kv is not None,
+                               **{self.cache_arg: cache})[0]
+            kl_part = ((self.head(hidden[new_index[kr], self.subj_all[kr]]), self.kl_init[act_kl.nonzero().squeeze(1)],
+                        self.kl_req[act_kl]) if self.n_kl else (None, None, None))
+            yield Readout(self.head(hidden[tr, tp]), self.t_lab[act_t], self.t_row[act_t], *kl_part)
+
+
+def _optimise(model, tokenizer, rewrite, kl, n_req, sites, opts) -> TargetResult:
+    """One Adam loop over all requests of ``rewrite``/``kl`` minimising :func:`edit_loss` (see the module
+    doc); :class:`StepRunner` runs the passes. A request whose loss is below ``stop_loss`` is frozen."""
+    run = StepRunner(model, tokenizer, rewrite, kl, n_req, sites, opts)
+    inits, refs, keys = run.first_pass(opts.norm_modules)
+    dev = run.dev
+    deltas = {s: torch.zeros((n_req, model.config.hidden_size), device=dev, requires_grad=True) for s in sites}
     opt = torch.optim.Adam(list(deltas.values()), lr=opts.lr)
     done = torch.zeros(n_req, dtype=torch.bool, device=dev)
     nll_factor = torch.full((n_req,), float(opts.nll_factor), device=dev)
     last_nll = torch.zeros(n_req, device=dev)
     steps_done = 0
-
     for it in range(max(1, opts.steps)):
-        act_req = ~done
-        act_rows = act_req[req_all].nonzero().squeeze(1)
-        # map old row index -> new row index within the active batch
-        new_index = torch.full((len(seqs),), -1, dtype=torch.long, device=dev)
-        new_index[act_rows] = torch.arange(len(act_rows), device=dev)
-        Q = int(mask_all[act_rows, P:].sum(1).max())
-        ids = ids_all[act_rows, P:P + Q]
-        mask = mask_all[act_rows, :P + Q]
-        pos = pos_all[act_rows, P:P + Q] if pos_all is not None else None
-        rows_local = torch.arange(len(act_rows), device=dev)
-        row_req = req_all[act_rows]
-        row_pos = subj_all[act_rows]
-
-        if mode == "after":
-            # layer L0's output with δ added at the subject (its MLP output feeds the residual additively)
-            site = sites[0]
-            ctx = resume_at(model, L0 + 1, lambda: resid[act_rows, :Q].index_put(
-                (rows_local, row_pos), deltas[site][row_req].to(resid.dtype), accumulate=True))
-        else:
-            hooks = {s: add_at_positions(rows_local, row_pos, (lambda s=s: deltas[s][row_req])) for s in sites}
-            ctx = hooked(model, hooks)
-            if mode == "before":
-                ctx = _both(ctx, resume_at(model, L0, lambda: resid[act_rows, :Q]))
-        # the tokens whose outputs are read: target positions of the rewrite rows, the subject of KL rows
-        act_t = act_req[rw_req[t_row]]
-        tr, tp, tl = new_index[t_row[act_t]], t_pos[act_t], t_lab[act_t]
-        if len(kl):
-            kl_rows_all = torch.arange(n_rw, len(seqs), device=dev)
-            act_kl = act_req[kl_req]
-            kr = kl_rows_all[act_kl]
-        if sparse_last:
-            read_rows = torch.cat([tr, new_index[kr]]) if len(kl) else tr
-            read_pos = torch.cat([tp, subj_all[kr]]) if len(kl) else tp
-            ctx = _both(ctx, last_mlp_only_at(model, read_rows, read_pos))
-        with torch.enable_grad(), frozen(model), ctx:
-            hidden = base(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=kv is not None,
-                          **{cache_arg: _prefix_cache(kv, None if bool(act_req.all()) else act_rows)})[0]
-            # rewrite NLL (only at target positions; full logits are never materialised)
-            logp = torch.log_softmax(head(hidden[tr, tp]).float(), dim=-1)
-            tok_lp = logp.gather(1, tl[:, None]).squeeze(1)
-            rows_rw = t_row[act_t]
-            nll_row = torch.zeros(n_rw, device=dev).index_add(0, rows_rw, -tok_lp) / t_len
-            nll_req = torch.zeros(n_req, device=dev).index_add(0, rw_req, nll_row) / n_rw_per_req
-            # KL on the KL prompts (next-token distribution at the subject's last token)
-            kl_req_loss = torch.zeros(n_req, device=dev)
-            if len(kl):
-                kl_lp = torch.log_softmax(head(hidden[new_index[kr], subj_all[kr]]).float(), dim=-1)
-                init_lp = kl_init[act_kl.nonzero().squeeze(1)]
-                kl_each = (kl_lp.exp() * (kl_lp - init_lp)).sum(-1)
-                kl_req_loss = kl_req_loss.index_add(0, kl_req[act_kl], kl_each)
-            wd = sum(delta_decay(deltas[s], refs[s], opts.decay_form) for s in sites)
-            loss_req = nll_factor * nll_req + opts.kl_factor * kl_req_loss + opts.weight_decay * wd
+        active = ~done
+        with torch.enable_grad(), frozen(model), run.step(deltas, active) as out:
+            decay = sum(delta_decay(deltas[s], refs[s], opts.decay_form) for s in sites)
+            loss, nll, kl_loss, logp = edit_loss(out, run.rw_req, run.t_len, n_req, decay, nll_factor,
+                                                 opts.kl_factor, opts.weight_decay)
             with torch.no_grad():
-                last_nll = torch.where(act_req, nll_req.detach(), last_nll)
-                newly = act_req & (loss_req.detach() < opts.stop_loss)
+                last_nll = torch.where(active, nll.detach(), last_nll)
+                newly = active & (loss.detach() < opts.stop_loss)
                 if opts.adaptive_nll:
-                    # every target token already the argmax -> 0.1 × NLL factor; stop if KL is small too
-                    am = (logp.argmax(-1) == tl).float()
-                    all_ok = torch.zeros(n_req, device=dev).index_add(0, rw_req[rows_rw], 1 - am) == 0
-                    all_ok &= act_req
-                    nll_factor = torch.where(all_ok, 0.1 * opts.nll_factor, float(opts.nll_factor))
-                    # EasyEdit pmet/compute_zs.py: stop once the weighted KL term is <= 0.01
-                    newly |= all_ok & (opts.kl_factor * kl_req_loss.detach() <= 0.01)
+                    nll_factor, stop = _adaptive_nll(logp, out, run.rw_req, kl_loss.detach(), active, n_req, opts)
+                    newly |= stop
                 done |= newly
             steps_done = it + 1
             if bool(done.all()) or it == opts.steps - 1:
                 break
-            total = loss_req[~done].sum()
             opt.zero_grad(set_to_none=True)
             frozen_vals = {s: deltas[s].detach()[done].clone() for s in sites}
-            total.backward()
+            loss[~done].sum().backward()
         opt.step()
         with torch.no_grad():
             for s in sites:
