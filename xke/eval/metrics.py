@@ -1,4 +1,4 @@
-"""Metric definitions of the papers, as pure functions (REFERENCE.md section 2).
+"""Metric definitions of the papers (EasyEdit, Bi-ZsRE's evaluate script, the released X-KDE eval.py), as pure functions.
 
 All per-example metrics return a fraction in [0, 1]; :func:`to_percent`
 turns a fraction into the papers' percent with two decimals.

@@ -65,7 +65,7 @@ class EvalProfile:
 
 
 PROFILES: dict[str, EvalProfile] = {
-    "xke": EvalProfile("xke", "xke's own definitions (REFERENCE.md §2)", prompt="xke", locality="own",
+    "xke": EvalProfile("xke", "xke's own definitions (docs/profiles.md)", prompt="xke", locality="own",
                        keep_nq_prefix=False, strip=True, generate=True),
     "xkde-release": EvalProfile("xkde-release", "YukinoshitaKaren/X_KDE eval/eval.py", prompt="release",
                                 locality="dataset", keep_nq_prefix=True, strip=False, generate=False,
