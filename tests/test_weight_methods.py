@@ -102,7 +102,7 @@ def test_sequential_edits_hold_and_roll_back(wm, name):
     h1 = m.apply(a)
     mid = state(lm.model)
     if name == "alphaedit":
-        kept = {k: v.clone() for k, v in m._prev_pkkt.items()}
+        kept = {k: v.clone() for k, v in m.preserved.pkkt.items()}
         assert kept, "AlphaEdit must remember the keys of earlier edits"
     h2 = m.apply(b)
     assert score(lm, fmt, a[0].prompt, a[0].target_new, "en")[0] > pre_a
@@ -110,11 +110,11 @@ def test_sequential_edits_hold_and_roll_back(wm, name):
     h2.restore()
     assert all(torch.equal(state(lm.model)[k], mid[k]) for k in mid)
     if name == "alphaedit":
-        assert set(m._prev_pkkt) == set(kept) and all(torch.equal(m._prev_pkkt[k], kept[k]) for k in kept)
+        assert set(m.preserved.pkkt) == set(kept) and all(torch.equal(m.preserved.pkkt[k], kept[k]) for k in kept)
     h1.restore()
     assert all(torch.equal(state(lm.model)[k], before[k]) for k in before)
     if name == "alphaedit":
-        assert m._prev_pkkt == {}
+        assert m.preserved.pkkt == {}
 
 
 def test_batched_targets_equal_one_at_a_time(wm):
@@ -140,13 +140,13 @@ def test_cached_prefix_pass_equals_full_passes(wm, name):
     ov = dict(overrides(name, lm.model), context_prefixes={"default": ["", "Note. "], "zh": ["", "注意。"]})
     m = build_method(name, lm.model, lm.tokenizer, fmt, overrides=ov)
     reqs = [cases[0].request("en"), cases[5].request("zh"), cases[2].request("en")]
-    sites = m.target_sites() if name != "rome" else [m.mlp_out(m.config.layers[0])]
+    sites = m.plan().sites if name != "rome" else [m.mlp_out(m.config.layers[0])]
     assert resume_plan(lm.model, sites)[0] == ("before" if name == "pmet" else "after")
     # stop_loss 1.0: requests stop at different steps, so later steps run on a subset of the rows
     for steps, stop_loss in ((6, None), (12, 1.0)):
         res = {}
         for fast in (True, False):
-            opts = m.target_options() if name != "rome" else m.config.target_options()
+            opts = m.plan().options if name != "rome" else m.config.target_options()
             opts.steps, opts.reuse_prefix_layers = steps, fast
             opts.stop_loss = stop_loss or opts.stop_loss
             res[fast] = optimise_targets(lm.model, lm.tokenizer, m.rewrite_seqs(reqs), m.kl_seqs(reqs), 3, sites, opts)

@@ -90,7 +90,7 @@ def test_delta_is_bounded_by_the_vector_it_is_added_to(wm, name, bound):
     req = cases[1].request("en")
     rw, kl = m.rewrite_seqs([req]), m.kl_seqs([req])
     site = m.mlp_out(0)
-    opts = m.target_options() if name == "memit" else m.config.target_options()
+    opts = m.plan().options if name == "memit" else m.config.target_options()
     res = optimise_targets(lm.model, lm.tokenizer, rw, kl, 1, [site], opts)
     h = _at_subject(lm, rw[0], m.layer_module(0))
     mlp = _at_subject(lm, rw[0], site)
@@ -103,9 +103,9 @@ def test_old_mlp_output_bound_is_an_option(wm):
     lm, fmt, cases = wm
     m = build_method("memit", lm.model, lm.tokenizer, fmt,
                      overrides={"layers": [0], "delta_bound": "mlp_output", "progress": False})
-    assert m.target_options().norm_modules == {}
+    assert m.plan().options.norm_modules == {}
     m2 = build_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers": [0], "progress": False})
-    assert m2.target_options().norm_modules == {m2.mlp_out(0): m2.layer_module(0)}
+    assert m2.plan().options.norm_modules == {m2.mlp_out(0): m2.layer_module(0)}
 
 
 def test_last_layer_as_target_layer_is_refused(wm):

@@ -22,7 +22,7 @@ import torch
 from ..errors import ConfigError
 from ..paths import cache_dir
 from .base import WeightSnapshot, register_method
-from .memit import MEMITConfig, _SpreadMethod
+from .memit import MEMIT, MEMITConfig, spread_edit
 from .weight.targets import gather_at_subject, request_keys
 from .weight.update import alphaedit_update, nullspace_projector
 
@@ -45,34 +45,43 @@ class AlphaEditConfig(MEMITConfig):
             raise ValueError("nullspace_threshold must be > 0 and l2 >= 0")
 
 
+class PreservedKeys:
+    """``P K_p K_pᵀ`` per module: the projected second moment of the keys of earlier edits (eq. 15's
+    ``K_p K_pᵀ P``), accumulated over sequential :meth:`AlphaEdit.apply` calls."""
+
+    def __init__(self):
+        self.pkkt: dict[str, torch.Tensor] = {}
+
+    def add(self, module: str, pkkt: torch.Tensor) -> None:
+        """Add one batch's ``P K Kᵀ`` (out of place: a saved state stays valid)."""
+        prev = self.pkkt.get(module)
+        self.pkkt = {**self.pkkt, module: pkkt if prev is None else prev + pkkt}
+
+
 class _AlphaHandle(WeightSnapshot):
-    def __init__(self, method: "AlphaEdit", model, names):
+    """Restores the weights and the preserved keys as they were before the edit."""
+
+    def __init__(self, model, names, preserved: PreservedKeys):
         super().__init__(model, names)
-        self._method = method
-        self._prev = dict(method._prev_pkkt)   # tensors are replaced, never modified in place
+        self._preserved, self._saved = preserved, preserved.pkkt
 
     def restore(self) -> None:
         super().restore()
-        self._method._prev_pkkt = dict(self._prev)
+        self._preserved.pkkt = self._saved
 
 
 @register_method
-class AlphaEdit(_SpreadMethod):
+class AlphaEdit(MEMIT):
     name = "alphaedit"
     config_class = AlphaEditConfig
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self._prev_pkkt: dict[str, torch.Tensor] = {}
+        self.preserved = PreservedKeys()
         self._P: dict[str, torch.Tensor] = {}
 
-    def needs_stats(self) -> bool:
-        return True
-
-    def make_handle(self, mods):
-        return _AlphaHandle(self, self.model, [f"{m}.weight" for m in mods])
-
     def projector(self, module: str, C: torch.Tensor) -> torch.Tensor:
+        """``P = Û Ûᵀ`` (eq. 9–10) for ``module``'s key second moment ``C``, cached in memory and on disk."""
         if module not in self._P:
             from safetensors.torch import load_file, save_file
             c = self.config
@@ -93,23 +102,20 @@ class AlphaEdit(_SpreadMethod):
             self._P[module] = P
         return self._P[module]
 
-    def solve(self, i, module, K, R, C):
-        P = self.projector(module, C).to(K.device)
-        return alphaedit_update(K, R, P, self._prev_pkkt.get(module), self.config.l2)
-
-    def after_batch(self, reqs, mods, ks):
-        """Keys of this batch under the edited weights join the preserved set (out of place: see handle)."""
-        rewrite = self.rewrite_seqs(reqs)
-        g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=mods)
-        for m in mods:
-            K = request_keys(g[(m, "in")], rewrite, len(reqs), self.config.key_grouping).double()
-            pkkt = ((self._P[m].to(K.device).double() @ K.T) @ K).cpu()     # P K Kᵀ: d² n, not d³
-            prev = self._prev_pkkt.get(m)
-            self._prev_pkkt[m] = pkkt if prev is None else prev + pkkt
-
     def apply(self, requests):
-        mods = [self.mlp_out(l) for l in self.config.layers]
-        stats = self.second_moments(mods)
-        for m in mods:                 # every projector (and its errors) before any weight changes
-            self.projector(m, stats[m])
-        return super().apply(requests)
+        requests, plan = list(requests), self.plan()
+        stats = self.second_moments(plan.mods)
+        P = {m: self.projector(m, stats[m]) for m in plan.mods}   # every projector (and its errors) first
+        handle = _AlphaHandle(self.model, [f"{m}.weight" for m in plan.mods], self.preserved)
+        if not requests:
+            return handle
+        l2 = self.config.l2
+        spread_edit(self, requests, plan,
+                    lambda mod, K, R: alphaedit_update(K, R, P[mod].to(K.device), self.preserved.pkkt.get(mod), l2))
+        # the batch's keys under the edited weights join the preserved set (as the authors recompute them)
+        rewrite = self.rewrite_seqs(requests)
+        g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=plan.mods)
+        for m in plan.mods:
+            K = request_keys(g[(m, "in")], rewrite, len(requests), self.config.key_grouping).double()
+            self.preserved.add(m, ((P[m].to(K.device).double() @ K.T) @ K).cpu())     # P K Kᵀ: d² n, not d³
+        return handle

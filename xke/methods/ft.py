@@ -203,9 +203,9 @@ class _FineTune(EditMethod):
     def _loss(self, part: list[Seq], hidden_read, head, lab, owner) -> torch.Tensor:
         """Mean over sequences of the target's mean NLL: FT-L from each prompt's last token, FT-M teacher-forced."""
         logp = torch.log_softmax(head(hidden_read).float(), -1)
-        if self.config.objective == "prompt_last":
-            logp = logp[owner]                       # one read token per sequence: its row, once per target id
-        tok = -logp.gather(1, lab[:, None]).squeeze(1)
+        # FT-L: one read token per sequence, whose row scores all its target ids; FT-M: one row per target id
+        row = owner if self.config.objective == "prompt_last" else torch.arange(len(lab), device=lab.device)
+        tok = -logp[row, lab]
         per = torch.zeros(len(part), device=lab.device).index_add(0, owner, tok)
         per = per / torch.bincount(owner, minlength=len(part)).float()
         return per.mean()

@@ -15,14 +15,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from ..data.schema import EditRequest
 from .base import EditHandle, register_method
 from .weight.common import LocateConfig, LocateEditMethod
-from .weight.targets import gather_at_subject, optimise_targets, request_keys
+from .weight.targets import TargetOptions, gather_at_subject, optimise_targets, request_keys
 from .weight.update import add_to_weight, memit_update
 
 
@@ -40,74 +40,76 @@ class MEMITConfig(LocateConfig):
             raise ValueError(f"delta_bound must be 'residual' or 'mlp_output', got {self.delta_bound!r}")
 
 
-class _SpreadMethod(LocateEditMethod):
-    """MEMIT's machinery; AlphaEdit and PMET change the target sites, the residual split and the solve."""
+@dataclass(frozen=True)
+class SpreadPlan:
+    """What a MEMIT-family edit optimises and spreads; MEMIT, PMET and AlphaEdit differ here and in the solve."""
 
-    residual_power: float = 1.0   # R = (z − h) / (layers left) ** residual_power
+    layers: list[int]
+    #: the MLP output projections updated, one per layer of ``layers``
+    mods: list[str]
+    #: modules whose outputs receive a δ during the target optimisation; the last one's δ defines ``z``
+    sites: list[str]
+    #: the module whose output at the subject's last token is the target's base value (``z = h + δ``)
+    z_site: str
+    #: ``R = (z − h) / (layers left) ** residual_power`` (MEMIT eq. 20: 1; PMET: 0.5)
+    residual_power: float
+    options: TargetOptions
 
-    def target_sites(self) -> list[str]:
-        return [self.mlp_out(self.config.layers[-1])]
 
-    def z_module(self) -> tuple[str, str]:
-        """Where the target lives: (module name, "out") — MEMIT: the residual after layer L."""
-        return self.layer_module(self.config.layers[-1]), "out"
+#: ``(module, Kᵀ [d_in, n], Rᵀ [d_out, n], ) -> ΔW`` for one layer (MEMIT eq. 14, AlphaEdit eq. 15, ...)
+Solve = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
 
-    def z_init(self, res, cur0: torch.Tensor) -> torch.Tensor:
-        return cur0 + res.deltas[self.target_sites()[-1]]
 
-    def solve(self, i: int, module: str, K: torch.Tensor, R: torch.Tensor, C: torch.Tensor | None) -> torch.Tensor:
-        return memit_update(K, R, C, self.config.mom2_update_weight)
+def spread_edit(method: LocateEditMethod, requests: list[EditRequest], plan: SpreadPlan, solve: Solve
+                ) -> dict[str, torch.Tensor]:
+    """MEMIT's edit (Meng et al., 2023, Alg. 1) of ``requests`` into ``plan.mods``, in place.
 
-    def needs_stats(self) -> bool:
-        return self.config.mom2_adjustment
-
-    def after_batch(self, requests: list[EditRequest], mods: list[str], ks: dict[str, torch.Tensor]) -> None:
-        """Hook run once the batch ``requests`` is written into ``mods`` (``ks``: the keys used per module)."""
-        return None
-
-    def make_handle(self, mods: list[str]) -> EditHandle:
-        return self.snapshot(mods)
-
-    def apply(self, requests: Sequence[EditRequest]) -> EditHandle:
-        requests = list(requests)
-        layers = list(self.config.layers)
-        mods = [self.mlp_out(l) for l in layers]
-        self.check_target_layer(layers[-1])
-        zmod, zkind = self.z_module()
-        sites = self.target_sites()
-        rewrite, kl = self.rewrite_seqs(requests), self.kl_seqs(requests)
-        stats = self.second_moments(mods) if self.needs_stats() else {}
-        handle = self.make_handle(mods)
-        if not requests:
-            return handle
-        n = len(requests)
-        first_of: dict[int, int] = {}
-        for i, s in enumerate(rewrite):
-            first_of.setdefault(s.req, i)
-        first = torch.tensor([first_of[r] for r in range(n)])      # each request's bare-prompt row (O(rows))
-        plain = [rewrite[i] for i in first.tolist()]
-        g0 = gather_at_subject(self.model, self.tokenizer, plain, outputs=[zmod])
-        res = optimise_targets(self.model, self.tokenizer, rewrite, kl, n, sites, self.target_options())
-        z = self.z_init(res, g0[(zmod, zkind)])
-        keys_used: dict[str, torch.Tensor] = {}
-        for i, (layer, mod) in enumerate(zip(layers, mods)):
-            g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=[mod], outputs=[zmod])
-            K = request_keys(g[(mod, "in")], rewrite, n, self.config.key_grouping)   # [n, d_in]
-            cur = g[(zmod, "out")][first.to(g[(zmod, "out")].device)]      # [n, d]
-            R = (z.to(cur.device) - cur) / (len(layers) - i) ** self.residual_power
-            upd = self.solve(i, mod, K.T, R.T, stats.get(mod))
-            add_to_weight(self.model, mod, upd)
-            keys_used[mod] = K
-        self.after_batch(requests, mods, keys_used)
-        return handle
-
-    def target_options(self):
-        L = self.config.layers[-1]
-        bound = ({self.mlp_out(L): self.layer_module(L)} if self.config.delta_bound == "residual" else {})
-        return self.config.target_options(norm_modules=bound)
+    Target vectors ``z_i = h_i + δ_i`` for all requests in one optimisation (eq. 16); then per layer, in
+    increasing order, the keys ``K`` (recomputed after the previous layers were edited), the residual
+    ``R = (z − h) / (layers left) ** p`` and ``ΔW = solve(module, Kᵀ, Rᵀ)`` added to the weight. Returns the
+    keys ``K`` [n, d_in] used per module.
+    """
+    model, tok = method.model, method.tokenizer
+    rewrite, kl = method.rewrite_seqs(requests), method.kl_seqs(requests)
+    n = len(requests)
+    first_of: dict[int, int] = {}
+    for i, s in enumerate(rewrite):
+        first_of.setdefault(s.req, i)
+    first = torch.tensor([first_of[r] for r in range(n)])      # each request's bare-prompt row (O(rows))
+    plain = [rewrite[i] for i in first.tolist()]
+    g0 = gather_at_subject(model, tok, plain, outputs=[plan.z_site])
+    res = optimise_targets(model, tok, rewrite, kl, n, plan.sites, plan.options)
+    z = g0[(plan.z_site, "out")] + res.deltas[plan.sites[-1]]
+    keys_used: dict[str, torch.Tensor] = {}
+    for i, mod in enumerate(plan.mods):
+        g = gather_at_subject(model, tok, rewrite, inputs=[mod], outputs=[plan.z_site])
+        K = request_keys(g[(mod, "in")], rewrite, n, method.config.key_grouping)   # [n, d_in]
+        cur = g[(plan.z_site, "out")][first.to(g[(plan.z_site, "out")].device)]      # [n, d]
+        R = (z.to(cur.device) - cur) / (len(plan.mods) - i) ** plan.residual_power
+        add_to_weight(model, mod, solve(mod, K.T, R.T))
+        keys_used[mod] = K
+    return keys_used
 
 
 @register_method
-class MEMIT(_SpreadMethod):
+class MEMIT(LocateEditMethod):
     name = "memit"
     config_class = MEMITConfig
+
+    def plan(self) -> SpreadPlan:
+        """MEMIT's sites: δ on the residual after the last edited layer ``L`` (memit ``compute_z.py``)."""
+        layers = list(self.config.layers)
+        mods, L = [self.mlp_out(l) for l in layers], layers[-1]      # out-of-range layers fail here first
+        self.check_target_layer(L)
+        bound = ({self.mlp_out(L): self.layer_module(L)} if self.config.delta_bound == "residual" else {})
+        return SpreadPlan(layers, mods, [self.mlp_out(L)], self.layer_module(L), 1.0,
+                          self.config.target_options(norm_modules=bound))
+
+    def apply(self, requests: Sequence[EditRequest]) -> EditHandle:
+        requests, plan = list(requests), self.plan()
+        stats = self.second_moments(plan.mods) if self.config.mom2_adjustment else {}
+        handle = self.snapshot(plan.mods)
+        if requests:
+            lam = self.config.mom2_update_weight
+            spread_edit(self, requests, plan, lambda mod, K, R: memit_update(K, R, stats.get(mod), lam))
+        return handle

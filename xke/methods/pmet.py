@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .base import register_method
-from .memit import _SpreadMethod
+from .memit import MEMIT, SpreadPlan
 from .weight.common import LocateConfig
 
 
@@ -31,17 +31,16 @@ class PMETConfig(LocateConfig):
 
 
 @register_method
-class PMET(_SpreadMethod):
+class PMET(MEMIT):
     name = "pmet"
     config_class = PMETConfig
-    residual_power = 0.5
 
-    def target_sites(self):
-        L = self.config.layers[-1]
-        return [self.attn_out(L), self.mlp_out(L)]
-
-    def z_module(self):
-        return self.mlp_out(self.config.layers[-1]), "out"
-
-    def target_options(self):
-        return self.config.target_options(nll_factor=self.config.nll_factor, adaptive_nll=self.config.adaptive_nll)
+    def plan(self) -> SpreadPlan:
+        """PMET's sites: δ on the attention and the MLP output of layer ``L``; the MLP target is spread
+        with ``R / sqrt(layers left)`` (EasyEdit ``pmet_main.py``)."""
+        layers = list(self.config.layers)
+        mods, L = [self.mlp_out(l) for l in layers], layers[-1]      # out-of-range layers fail here first
+        self.check_target_layer(L)
+        return SpreadPlan(layers, mods, [self.attn_out(L), self.mlp_out(L)],
+                          self.mlp_out(L), 0.5, self.config.target_options(nll_factor=self.config.nll_factor,
+                                                                          adaptive_nll=self.config.adaptive_nll))
