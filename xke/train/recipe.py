@@ -370,14 +370,14 @@ def rows_eval(model_spec: str, rows: list[dict], *, max_new_tokens: int = 24, ba
 
 def write_model_card(out: Path, *, model: str, sources: Sequence[str], cfg: RecipeConfig, results: dict[str, Any]
                      ) -> Path:
+    from ..prompts import XKDE_TEMPLATE
+
     lines = [f"# X-KDE model trained with xke", "",
              f"- base model: `{model}`", f"- sources: {', '.join(f'`{s}`' for s in sources)}",
              f"- languages: {', '.join(cfg.data.langs)}",
              f"- recipe: XE-IT (SFT, answer-only loss) then TL-PO ({cfg.tlpo.algo.upper()}, beta {cfg.tlpo.beta})",
-             "", "Prompt (training and inference, `xke.methods.xkde.xkde_prompt`):", "", "```",
-             "Please acknowledge the updated information provided below and respond to the subsequent query in "
-             "{Language}.", "", "[Updated Information]:", "{source question} {source new answer}", "",
-             "[Query]:", "{question}", "```", "", "Use: `xke eval --model DIR --method xkde ...`.", ""]
+             "", "Prompt (training and inference, `xke.prompts.xkde_prompt`):", "", "```",
+             *XKDE_TEMPLATE.split("\n"), "```", "", "Use: `xke eval --model DIR --method xkde ...`.", ""]
     data = results.get("data") or {}
     if data.get("table8"):
         from .xeit_data import format_table8
