@@ -30,7 +30,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ..config import ConfigError
-from ..data.schema import EditCase, Query
+from ..data.schema import EditCase, EditRequest, Query
 from ..prompts import ike_demonstration, ike_fact, ike_prompt
 from .base import register_method
 from .context import ContextConfig, ContextMethod, world_dir_of
@@ -120,16 +120,16 @@ class IKE(ContextMethod):
         order = np.argsort(-np.asarray(sims), kind="stable")
         return [idx[j] for j in order if pool[idx[j]].case_id not in exclude]
 
-    def demonstrations(self, edit, query: Query) -> list[str]:
+    def demonstrations(self, edit: EditRequest, query: Query) -> list[str]:
         """The demonstrations for an edit (source language ``edit.lang``) and a query language."""
         k = self.config.k
         if k == 0:
             return []
         t_lang = query.lang if self.config.demo_query_lang == "query" else edit.lang
-        key = (edit.lang, edit.prompt, edit.target_new, t_lang, getattr(edit, "case_id", None))
+        key = (edit.lang, edit.prompt, edit.target_new, t_lang, edit.case_id)
         if key in self._demo_cache:
             return self._demo_cache[key]
-        exclude = {str(edit.case_id)} if getattr(edit, "case_id", None) is not None else set()
+        exclude = {edit.case_id} if edit.case_id else set()
         demos: list[str] = []
         pool = self.pool()
         for i in self._ranked(edit.lang, ike_fact(edit.prompt, edit.target_new, edit.lang), exclude):
@@ -157,6 +157,6 @@ class IKE(ContextMethod):
         self._demo_cache[key] = demos
         return demos
 
-    def render(self, edits: Sequence, query: Query) -> str:
+    def render(self, edits: Sequence[EditRequest], query: Query) -> str:
         demos = self.demonstrations(edits[0], query)
         return ike_prompt(demos, [ike_fact(e.prompt, e.target_new, e.lang) for e in edits], query.prompt)
