@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
 from ..config import ConfigError, from_dict, list_presets, load_preset
-from ..errors import DataError, XkeError
+from ..errors import DataError
 from .runner import ResumableSpec
 
 #: the packaged lm-eval task configs (templates whose data file xke fills in)
@@ -752,13 +752,3 @@ def plot_degradation(result: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(p, dpi=110)
     plt.close(fig)
     return p
-
-
-def load_general(path: str | Path) -> dict[str, Any]:
-    """``general.json`` of an ``xke general`` output directory (or the file)."""
-    p = Path(path).expanduser()
-    f = p / "general.json" if p.is_dir() else p
-    d = _read_json_file(f)
-    if d is None or "runs" not in d:
-        raise XkeError(f"{p}: no general.json of a finished xke general run")
-    return d

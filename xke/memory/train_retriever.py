@@ -23,7 +23,6 @@ the toy world has its own names and languages, so it gets its own retriever:
 from __future__ import annotations
 
 import json
-import os
 import random
 import tempfile
 import time
@@ -373,7 +372,3 @@ def train_world_retriever(world_dir: str | Path, out: str | Path | None = None,
     finally:
         torch.set_num_threads(threads_before)
     return out
-
-
-def main_env_threads() -> int:
-    return int(os.environ.get("XKE_THREADS", "1"))
