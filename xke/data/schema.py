@@ -25,7 +25,6 @@ from ..errors import DataError
 from .languages import normalize_lang
 
 PromptStyle = Literal["question", "cloze"]
-QueryKind = Literal["reliability", "generality", "locality", "portability"]
 QUERY_KINDS: tuple[str, ...] = ("reliability", "generality", "locality", "portability")
 
 
