@@ -1,7 +1,7 @@
 """The one schema every part of xke uses for edits.
 
 One family of records, each built on :class:`EditText` (what an edit says: ``prompt`` about ``subject``
-answers ``target_new``, formerly ``target_old``) or converted to and from :class:`EditRequest` explicitly:
+answers ``target_new`` instead of ``target_old``) or converted to and from :class:`EditRequest` explicitly:
 
 - :class:`EditCase` is one fact edit seen in several languages; each language has a :class:`LangView`
   (an :class:`EditText` with its evaluation questions). Loaders produce cases; nothing downstream reads
