@@ -34,9 +34,13 @@ LTE_INSTRUCTION = ("Please acknowledge the updated information provided below an
                    "subsequent question.")
 
 
+#: the header of the descriptor block in X-KDE's and LTE's prompts (a user message holding it has edits in context)
+UPDATED_INFORMATION = "[Updated Information]"
+
+
 def _updated_information(instruction: str, facts: str, query_header: str, query: str) -> str:
     """The layout X-KDE and LTE share: instruction, ``[Updated Information]`` block, then the query block."""
-    return f"{instruction}\n\n[Updated Information]:\n{facts}\n\n[{query_header}]:\n{query}"
+    return f"{instruction}\n\n{UPDATED_INFORMATION}:\n{facts}\n\n[{query_header}]:\n{query}"
 
 
 def format_descriptor(prompt: str, target_new: str, verbatim: bool = False) -> str:
