@@ -762,3 +762,12 @@ def load_general(path: str | Path) -> dict[str, Any]:
     if d is None or "runs" not in d:
         raise XkeError(f"{p}: no general.json of a finished xke general run")
     return d
+
+
+def general_brief(spec: GeneralSpec, **kw) -> dict[str, Any]:
+    """:func:`run_general` in brief (the X-KDE recipe's eval stage): the base task average and, per run
+    (method, N edits), the task average, its change and the edits' locality."""
+    g = run_general(spec, progress=False, **kw)
+    return {"base_avg": g["base"]["avg"], "out": str(spec.out),
+            "runs": [{"method": r["method"], "n_edits": r["n_edits"], "avg": r["avg"], "delta_avg": r["delta_avg"],
+                      "locality": r["edits"]["locality"]} for r in g["runs"]]}

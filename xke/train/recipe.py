@@ -24,7 +24,7 @@ import shutil
 import time
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from ..config import from_dict, load_preset, read_yaml
 from ..data.languages import parse_langs
@@ -37,6 +37,8 @@ from .xeit import XeitConfig
 from .xeit_data import DataConfig
 
 STAGES = ("data", "xeit", "sample", "score", "pairs", "tlpo", "eval")
+#: the TL-PO stages (``xke train tlpo`` runs these alone)
+TLPO_STAGES = ("sample", "score", "pairs", "tlpo")
 
 
 @dataclass
@@ -137,10 +139,11 @@ def _hash(obj: Any) -> str:
 class Stages:
     """Markers ``.done-<stage>.json`` with a hash chained through the stages."""
 
-    def __init__(self, out: Path, log=print):
+    def __init__(self, out: Path, log=print, names: Sequence[str] = STAGES):
         self.out = out
         self.log = log
         self.prev = ""
+        self.names = tuple(names)
 
     def run(self, name: str, deps: Any, fn, *, force: bool = False):
         h = _hash({"deps": deps, "prev": self.prev})
@@ -154,7 +157,7 @@ class Stages:
                     return m.get("result")
             except ValueError:
                 pass
-        self.log(f"[{name}] running (stage {STAGES.index(name) + 1} of {len(STAGES)})")
+        self.log(f"[{name}] running (stage {self.names.index(name) + 1} of {len(self.names)})")
         t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
         rec = {"hash": h, "result": result, "seconds": round(time.perf_counter() - t0, 2),
@@ -235,19 +238,14 @@ def _world_distractors(world_dir: Path, edit_langs: Sequence[str], n: int) -> di
     return {"distractors": {s: w.distractor_edits(n, s) for s in edit_langs}, "retriever": retriever}
 
 
-def general_eval(model_spec: str, world_dir: Path | None, ecfg: EvalConfig, out: Path,
-                 test_langs: Sequence[str]) -> dict[str, Any]:
-    """General ability of the final model (``xke general``) before and after ``ecfg.general_edits`` edits of
-    each of ``ecfg.general_methods``: the task average and its change, and the edits' locality, per run."""
-    from ..eval.general import GeneralSpec, run_general
+def general_spec(model_spec: str, world_dir: Path | None, ecfg: EvalConfig, out: Path, test_langs: Sequence[str]):
+    """The ``xke general`` spec of the recipe's eval stage: the final model before and after
+    ``ecfg.general_edits`` edits of each of ``ecfg.general_methods``."""
+    from ..eval.general import GeneralSpec
 
-    spec = GeneralSpec(model=str(model_spec), out=str(out), methods=list(ecfg.general_methods),
+    return GeneralSpec(model=str(model_spec), out=str(out), methods=list(ecfg.general_methods),
                        n_edits=list(ecfg.general_edits), tasks=list(ecfg.general_tasks), test_langs=list(test_langs),
                        world_dir=str(world_dir) if world_dir is not None else None)
-    g = run_general(spec, progress=False)
-    return {"base_avg": g["base"]["avg"], "out": str(out),
-            "runs": [{"method": r["method"], "n_edits": r["n_edits"], "avg": r["avg"], "delta_avg": r["delta_avg"],
-                      "locality": r["edits"]["locality"]} for r in g["runs"]]}
 
 
 # ----------------------------------------------------------------------------- model card
@@ -329,6 +327,58 @@ def _record_world_dir(model_dir: Path, model: str, sources: Sequence[str]) -> No
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def tlpo_stages(st: Stages, policy: str, rows: Callable[[], list[dict]], out: Path, cfg: RecipeConfig, *,
+                force: Sequence[str] = (), pairs: str | Path | None = None,
+                extra_deps: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stages 3-6 of the recipe, also ``xke train tlpo``: sample ``policy``'s answers to the prompts of
+    ``rows()`` (``OUT/samples.jsonl``), score them (``OUT/scored.jsonl``), build preference pairs
+    (``OUT/pairs/``), preference-optimise ``policy`` on them into ``OUT/model``. With ``pairs`` (existing
+    pairs: an xke pairs folder or the release's JSON) only the last stage runs, on those. ``extra_deps``:
+    what else the first stage run depends on (``xke train tlpo``: the model's files, the prompts' file; in
+    the recipe the earlier stages' chained hash covers them)."""
+    from .sampling import sample_for_rows, select_prompts
+    from .scorers import build_scorer, score_records
+    from .tlpo import make_pairs_dir, read_jsonl_rows, train_tlpo, write_jsonl
+
+    sp = cfg.system_prompt
+    sp_dep = {"system_prompt": sp} if sp is not None else {}   # stage hashes of runs without one are unchanged
+    res: dict[str, Any] = {}
+    tlpo_deps = {"tlpo": asdict(cfg.tlpo), "policy": policy}   # the system prompt: in the chained sample hash
+    if pairs is None:
+        def do_sample():
+            recs = sample_for_rows(policy, select_prompts(rows(), cfg.sampling), cfg.sampling, out / "samples.jsonl",
+                                   system_prompt=sp)
+            return {"prompts": len(recs), "kept_samples": sum(len(r["samples"]) for r in recs),
+                    "raw_samples": sum(r["n_raw"] for r in recs),
+                    "prompts_all_correct": sum(1 for r in recs if not r["samples"])}
+
+        res["sample"] = st.run("sample", {"policy": policy, "sampling": asdict(cfg.sampling), **sp_dep,
+                                          **(extra_deps or {})}, do_sample, force="sample" in force)
+
+        def do_score():
+            recs = read_jsonl_rows(out / "samples.jsonl")
+            score_records(recs, build_scorer(cfg.scoring), cfg.scoring.sample_lang)
+            write_jsonl(recs, out / "scored.jsonl")
+            return {"records": len(recs)}
+
+        st.run("score", {"scoring": asdict(cfg.scoring)}, do_score, force="score" in force)
+        pair_deps = {k: v for k, v in asdict(cfg.tlpo).items()
+                     if k in ("flaw_threshold", "min_gap", "max_rejected_per_prompt", "max_sample_pairs_per_prompt",
+                              "val_fraction", "seed")}
+        res["pairs"] = st.run("pairs", pair_deps,
+                              lambda: make_pairs_dir(read_jsonl_rows(out / "scored.jsonl"), out / "pairs", cfg.tlpo),
+                              force="pairs" in force)
+        pairs = out / "pairs"
+    else:
+        from ..fsutil import hash_path
+
+        tlpo_deps.update(sp_dep, **(extra_deps or {}), pairs={"path": str(pairs), "sha256": hash_path(pairs)})
+    res["tlpo"] = st.run("tlpo", tlpo_deps,
+                         lambda: train_tlpo(policy, pairs, out / "model", cfg.tlpo, system_prompt=sp),
+                         force="tlpo" in force)
+    return res
+
+
 def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: RecipeConfig, *,
                force: Sequence[str] = (), log=print) -> dict[str, Any]:
     """Run (or resume) the full X-KDE recipe; returns the results written into the model card."""
@@ -376,37 +426,12 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
     final = policy
     # 3-6. TL-PO
     if "tlpo" in cfg.stages:
-        from .sampling import sample_for_rows, select_prompts
-        from .scorers import build_scorer, score_records
-        from .tlpo import make_pairs_dir, read_jsonl_rows, train_tlpo, write_jsonl
-        from .xeit_data import read_rows
+        def rows():
+            from .xeit_data import read_rows
 
-        def do_sample():
-            rows = select_prompts(read_rows(out / "data" / "train.jsonl"), cfg.sampling)
-            recs = sample_for_rows(policy, rows, cfg.sampling, out / "samples.jsonl", system_prompt=sp)
-            return {"prompts": len(recs), "kept_samples": sum(len(r["samples"]) for r in recs),
-                    "raw_samples": sum(r["n_raw"] for r in recs),
-                    "prompts_all_correct": sum(1 for r in recs if not r["samples"])}
+            return read_rows(out / "data" / "train.jsonl")
 
-        results["sample"] = st.run("sample", {"policy": policy, "sampling": asdict(cfg.sampling), **sp_dep}, do_sample,
-                                   force="sample" in force)
-
-        def do_score():
-            recs = read_jsonl_rows(out / "samples.jsonl")
-            score_records(recs, build_scorer(cfg.scoring), cfg.scoring.sample_lang)
-            write_jsonl(recs, out / "scored.jsonl")
-            return {"records": len(recs)}
-
-        st.run("score", {"scoring": asdict(cfg.scoring)}, do_score, force="score" in force)
-        pair_deps = {k: v for k, v in asdict(cfg.tlpo).items()
-                     if k in ("flaw_threshold", "min_gap", "max_rejected_per_prompt", "max_sample_pairs_per_prompt",
-                              "val_fraction", "seed")}
-        results["pairs"] = st.run("pairs", pair_deps,
-                                  lambda: make_pairs_dir(read_jsonl_rows(out / "scored.jsonl"), out / "pairs",
-                                                         cfg.tlpo), force="pairs" in force)
-        results["tlpo"] = st.run("tlpo", {"tlpo": asdict(cfg.tlpo), "policy": policy},
-                                 lambda: train_tlpo(policy, out / "pairs", out / "model", cfg.tlpo),
-                                 force="tlpo" in force)
+        results.update(tlpo_stages(st, policy, rows, out, cfg, force=force))
         final = str(out / "model")
     elif run_xeit:
         from ..fsutil import replace_dir
@@ -419,6 +444,7 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
     # 7. evaluation: xke eval --method xkde (gold; retrieve with a world's distractors) on held-out cases
     if "eval" in cfg.stages:
         def do_eval():
+            from ..eval.general import general_brief
             from ..eval.pairs import gold_pairs, retrieve_pairs
             from ..models.loading import load_model
             from .scorers import form_error_counts
@@ -452,7 +478,7 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                             **_world_distractors(wd, e_langs, n))
                 del lm
             if cfg.eval.general_methods:
-                ev["general"] = general_eval(final, wd, cfg.eval, ev_dir / "general", t_langs)
+                ev["general"] = general_brief(general_spec(final, wd, cfg.eval, ev_dir / "general", t_langs))
             return ev
 
         results["eval"] = st.run("eval", {"eval": stage_config(cfg.eval), "final": final, **sp_dep}, do_eval,
