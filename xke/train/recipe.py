@@ -12,7 +12,11 @@ Layout of ``DIR``::
     xeit/        the XE-IT model + xeit_metrics.json
     samples.jsonl scored.jsonl pairs/{train,validation}.jsonl
     model/       the final X-KDE model (after TL-PO) + README.md (model card)
-    eval.json    measured metrics (held-out world edits, or held-out XE-IT rows)
+    eval/        ``xke eval --method xkde`` runs (:mod:`xke.eval.pairs`) on ``eval/heldout.jsonl``: held-out
+                 world edits, or the validation facts as edit cases
+    eval.json    their exact match per model, edit -> test pair and query kind
+
+``xke train tlpo`` runs stages 3-6 alone (:func:`tlpo_stages`) with the same markers.
 """
 
 from __future__ import annotations
