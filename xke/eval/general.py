@@ -752,3 +752,12 @@ def plot_degradation(result: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(p, dpi=110)
     plt.close(fig)
     return p
+
+
+def general_brief(spec: GeneralSpec, **kw) -> dict[str, Any]:
+    """:func:`run_general` in brief (the X-KDE recipe's eval stage): the base task average and, per run
+    (method, N edits), the task average, its change and the edits' locality."""
+    g = run_general(spec, progress=False, **kw)
+    return {"base_avg": g["base"]["avg"], "out": str(spec.out),
+            "runs": [{"method": r["method"], "n_edits": r["n_edits"], "avg": r["avg"], "delta_avg": r["delta_avg"],
+                      "locality": r["edits"]["locality"]} for r in g["runs"]]}
