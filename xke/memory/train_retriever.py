@@ -23,7 +23,6 @@ the toy world has its own names and languages, so it gets its own retriever:
 from __future__ import annotations
 
 import json
-import os
 import random
 import tempfile
 import time
@@ -56,9 +55,7 @@ class RetrieverTrainConfig:
     template_pairs_per_fact: int = 8
     #: triples about invented people (never world names): two question forms about one invented person and
     #: the same form about another, per person relation; names the retriever has never seen must decide too
-    #: (default world, 100 held-out cases + 999 invented-person edits in memory, at the chosen threshold: locality
-    #: questions hitting an edit 22/8/37/57% (en->en/en->zh/zh->en/zh->zh) with 0 and 2 epochs / 4 pairs per
-    #: fact, 3-4% with 12000 and 4 / 8; reliability+generality hits 89-96%)
+    #: (docs/tuning.md has the locality figures with and without them)
     invented_triples: int = 12000
     max_pairs: int | None = None
     seed: int = 0
@@ -373,7 +370,3 @@ def train_world_retriever(world_dir: str | Path, out: str | Path | None = None,
     finally:
         torch.set_num_threads(threads_before)
     return out
-
-
-def main_env_threads() -> int:
-    return int(os.environ.get("XKE_THREADS", "1"))
