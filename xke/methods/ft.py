@@ -124,13 +124,13 @@ class _FineTune(EditMethod):
             bounds = None if c.norm_constraint is None else [
                 (handle.originals[n].to(p.dtype) - c.norm_constraint,
                  handle.originals[n].to(p.dtype) + c.norm_constraint) for n, p in zip(names, opt_params)]
+            batches = [(b0, seqs[b0:b0 + bs], self._read_positions(seqs[b0:b0 + bs], dev))
+                       for b0 in range(0, len(seqs), bs)]    # fixed across steps: built once
             for _ in range(c.steps):
                 total = 0.0
-                for b0 in range(0, len(seqs), bs):
-                    part = seqs[b0:b0 + bs]
+                for b0, part, (rows, pos, lab, owner) in batches:
                     T = max(len(s.ids) for s in part)
                     ids, mask = ids_all[b0:b0 + bs, :T], mask_all[b0:b0 + bs, :T]
-                    rows, pos, lab, owner = self._read_positions(part, dev)
                     with (last_mlp_only_at(self.model, rows, pos) if sparse_last else nullcontext()):
                         hidden = start(b0, b0 + len(part), T, lambda: base(input_ids=ids, attention_mask=mask,
                                                                             use_cache=False)[0])

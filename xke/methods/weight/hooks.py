@@ -7,6 +7,7 @@ their (first) input and output; :func:`add_at_positions` returns a hook that add
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -267,10 +268,17 @@ class LayerReplay:
         return self.norm(hidden)
 
 
+_TENSOR_LAYERS: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
 def layer_outputs_are_tensors(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> bool:
-    """Whether decoder layers return a bare tensor (transformers >= 5), which :func:`resume_at` assumes."""
+    """Whether decoder layers return a bare tensor (transformers >= 5), which :func:`resume_at` assumes.
+
+    Found once per model (a two-token pass through the decoder, without the LM head) and remembered."""
     from ...models.architectures import arch_spec, get_module
 
+    if model in _TENSOR_LAYERS:
+        return _TENSOR_LAYERS[model]
     first = get_module(model, arch_spec(model).layer.format(0))
     seen = {}
     def hook(mod, args, out):
@@ -279,7 +287,8 @@ def layer_outputs_are_tensors(model: torch.nn.Module, ids: torch.Tensor, mask: t
     h = first.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            model(input_ids=ids[:1, :2], attention_mask=mask[:1, :2], use_cache=False)
+            model.base_model(input_ids=ids[:1, :2], attention_mask=mask[:1, :2], use_cache=False)
     finally:
         h.remove()
-    return bool(seen.get("t"))
+    _TENSOR_LAYERS[model] = bool(seen.get("t"))
+    return _TENSOR_LAYERS[model]
