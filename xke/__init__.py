@@ -39,8 +39,9 @@ def load(path: str, *, dtype: str = "auto", device: str = "auto") -> "LoadedMode
     """Load a local causal LM and its tokenizer (a model directory, a built-in tiny config such as
     ``tiny-llama``, ``world`` or ``world:DIR``); ``.model`` and ``.tokenizer`` are ready for :func:`edit`."""
     from .models.loading import load_model
+    from .world.provider import model_path
 
-    return load_model(path, dtype=dtype, device=device)
+    return load_model(str(model_path(path)), dtype=dtype, device=device)
 
 
 def edit(model, tokenizer, requests: Iterable[Any], method: str = "rome", *, config: str | None = None,
@@ -68,8 +69,13 @@ def edit(model, tokenizer, requests: Iterable[Any], method: str = "rome", *, con
                 raise DataError(f"edit request {i} ({r.get('case_id', '?')!r}): {e}") from None
         else:
             raise DataError(f"edit request {i}: expected an EditRequest or a dict, got {type(r).__name__}")
+    from .world.provider import provide_loaded
+
     formatter = PromptFormatter(tokenizer, mode=template)
-    m = build_method(method, model, tokenizer, formatter, config_path=config, overrides=options or None)
+    provided = provide_loaded(model)   # a toy-world model: its presets and statistics corpus
+    m = build_method(method, model, tokenizer, formatter, config_path=config, overrides=options or None,
+                     family=provided.family if provided else None,
+                     defaults=provided.method_defaults if provided else None)
     return m.apply(reqs)
 
 
