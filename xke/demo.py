@@ -62,8 +62,9 @@ def rebuild_artifacts(out: str | Path, preset: str = "tiny", seed: int = 0, *, f
     from scratch, the world in ``out/world``; else the cached world (and retriever) is reused and the recipe in
     ``out/xkde`` resumes."""
     from .train.recipe import load_train_config, run_recipe
-    from .world.build import build_world
+    from .world.build import build_world, world_model_dir
     from .world.retriever import train_world_retriever
+    from .world.xeit_source import WorldSource
 
     out = Path(out)
     t0 = time.time()
@@ -78,7 +79,7 @@ def rebuild_artifacts(out: str | Path, preset: str = "tiny", seed: int = 0, *, f
     if force and xdir.exists():
         shutil.rmtree(xdir)
     cfg = load_train_config("toy", overrides={"data": {"langs": list(EDIT_LANGS)}})
-    run_recipe(f"world:{wd}", [f"world:{wd}"], xdir, cfg, log=lambda m: _say(f"  recipe {m}"))
+    run_recipe(str(world_model_dir(wd)), [WorldSource(f"world:{wd}")], xdir, cfg, log=lambda m: _say(f"  recipe {m}"))
     _say(f"rebuilt in {time.time() - t0:.0f} s")
     return wd, xdir / "model"
 

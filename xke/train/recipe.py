@@ -22,9 +22,9 @@ import json
 import os
 import shutil
 import time
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 from ..config import from_dict, load_preset, read_yaml
 from ..data.languages import parse_langs
@@ -59,11 +59,8 @@ class EvalConfig:
     general_methods: list[str] = field(default_factory=list)
     #: numbers of sequential edits for ``general_methods`` (several: a degradation curve)
     general_edits: list[int] = field(default_factory=lambda: [100])
-    #: lm-eval tasks for ``general_methods`` (default the toy-world group)
-    general_tasks: list[str] = field(default_factory=lambda: ["xke_world"])
-
-    late_fields: ClassVar[tuple[str, ...]] = ("retrieve_distractors", "general_methods", "general_edits",
-                                              "general_tasks")
+    #: lm-eval tasks for ``general_methods`` (null: ``xke general``'s default, the toy-world group)
+    general_tasks: list[str] | None = None
 
     def validate(self) -> None:
         if any(n < 0 for n in self.retrieve_distractors):
@@ -89,6 +86,9 @@ class RecipeConfig:
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     #: system message put first in every training row, sampling prompt, pair and evaluation prompt (null: none)
     system_prompt: str | None = None
+    #: options of provider-made sources, by their kind (e.g. ``world:`` for the toy world's XE-IT source:
+    #: replay, invented, all_relations, edits_per_fact); xke.train passes each section to its source unread
+    source_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
         for s in self.stages:
@@ -116,18 +116,6 @@ def load_train_config(preset: str = "toy", config_path: str | Path | None = None
 
 
 # ----------------------------------------------------------------------------- resumable stages
-
-
-def stage_config(cfg: Any) -> dict[str, Any]:
-    """A config dataclass as a dict for a stage hash: its ``late_fields`` (options added later) are left out
-    while at their default, so runs made before they existed still match."""
-    d = asdict(cfg)
-    for name in getattr(cfg, "late_fields", ()):
-        f = type(cfg).__dataclass_fields__[name]
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
-        if d.get(name) == default:
-            d.pop(name, None)
-    return d
 
 
 def _hash(obj: Any) -> str:
@@ -213,7 +201,7 @@ def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int
     return out
 
 
-def world_heldout_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequence[str],
+def world_heldout_eval(model_spec: str, source: Any, edit_langs: Sequence[str],
                        test_langs: Sequence[str], *, n_cases: int = 100, per_subject: int | None = None,
                        max_new_tokens: int = 24, batch_size: int = 32) -> dict[str, Any]:
     """Gold-mode X-KDE on held-out world edits: exact match of generated answers.
@@ -223,19 +211,18 @@ def world_heldout_eval(model_spec: str, world_dir: str | Path, edit_langs: Seque
     through the new value), locality (an unrelated question with the edit in
     context must keep the model's own answer without it). Also counts
     wrong-script / wrong-format reliability answers (:func:`form_errors`).
-    ``per_subject`` is passed to ``World.counterfactual_cases`` (None: the world's default).
+    ``source`` is the XE-IT source that has held-out cases (:func:`heldout_source`); ``per_subject`` is passed
+    to its ``heldout_cases`` (None: the world's default).
     """
     from ..methods.xkde import xkde_prompt
     from ..models.loading import load_model
-    from ..world.world import load_world
     from .scorers import form_errors
 
     lm = load_model(str(model_spec), device="auto")
     model, tok = lm.model, lm.tokenizer
-    w = load_world(world_dir)
-    cases = w.counterfactual_cases(split="heldout", per_subject=per_subject)[:n_cases]
+    cases = source.heldout_cases(per_subject)[:n_cases]
     if not cases:
-        raise XkeError(f"{world_dir}: the world has no held-out cases")
+        raise XkeError(f"{source}: the world has no held-out cases")
     res: dict[str, Any] = {"n_cases": len(cases), "per_subject": per_subject, "pairs": {}}
     # pre-edit answers to locality questions (no descriptor), once per test language
     pre = {}
@@ -275,26 +262,22 @@ def world_heldout_eval(model_spec: str, world_dir: str | Path, edit_langs: Seque
     return res
 
 
-def world_retrieve_eval(model_spec: str, world_dir: str | Path, edit_langs: Sequence[str],
+def world_retrieve_eval(model_spec: str, source: Any, edit_langs: Sequence[str],
                         test_langs: Sequence[str], out: str | Path, *, n_distractors: int, n_cases: int = 100,
                         per_subject: int | None = None, max_new_tokens: int = 24) -> dict[str, Any]:
     """Retrieve-mode X-KDE on held-out world edits through the evaluation runner (single protocol): each
     case's edit is stored in a memory that already holds ``n_distractors`` edits about invented people
-    (``World.distractor_edits``), the world's retriever picks what goes in context (``threshold: auto``).
+    (the source's ``distractor_edits``), the source's retriever picks what goes in context (``threshold: auto``).
     Returns exact match per edit -> test language and query kind, in :func:`world_heldout_eval`'s shape."""
     from ..data.loaders import write_jsonl
     from ..eval.runner import run_eval
     from ..models.loading import load_model
-    from ..world.world import load_world
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    retriever = Path(world_dir) / "retriever"
-    if not (retriever / "modules.json").exists():
-        from ..memory.train_retriever import train_world_retriever
-        train_world_retriever(world_dir, retriever)
-    w = load_world(world_dir)
-    cases = w.counterfactual_cases(split="heldout", per_subject=per_subject)[:n_cases]
+    retriever = source.retriever()   # trained when missing: this evaluation retrieves
+    w = source
+    cases = source.heldout_cases(per_subject)[:n_cases]
     data = write_jsonl(out / "heldout.jsonl", cases)
     res: dict[str, Any] = {"n_cases": len(cases), "n_edits_in_memory": n_distractors + 1, "pairs": {}}
     lm = load_model(str(model_spec))   # once for every edit language
@@ -337,8 +320,9 @@ def general_eval(model_spec: str, world_dir: Path | None, ecfg: EvalConfig, out:
     from ..eval.general import GeneralSpec, run_general
 
     spec = GeneralSpec(model=str(model_spec), out=str(out), methods=list(ecfg.general_methods),
-                       n_edits=list(ecfg.general_edits), tasks=list(ecfg.general_tasks), test_langs=list(test_langs),
-                       world_dir=str(world_dir) if world_dir is not None else None)
+                       n_edits=list(ecfg.general_edits), test_langs=list(test_langs),
+                       world_dir=str(world_dir) if world_dir is not None else None,
+                       **({"tasks": list(ecfg.general_tasks)} if ecfg.general_tasks is not None else {}))
     g = run_general(spec, progress=False)
     return {"base_avg": g["base"]["avg"], "out": str(out),
             "runs": [{"method": r["method"], "n_edits": r["n_edits"], "avg": r["avg"], "delta_avg": r["delta_avg"],
@@ -414,37 +398,26 @@ def write_model_card(out: Path, *, model: str, sources: Sequence[str], cfg: Reci
 # ----------------------------------------------------------------------------- the recipe
 
 
-def _world_dir_of(sources: Sequence[str]) -> Path | None:
+def heldout_source(sources: Sequence[Any]) -> Any | None:
+    """The first source that provides held-out edit cases for the evaluation (a provider-made source with
+    ``heldout_cases``, e.g. the toy world's), else None."""
+    return next((s for s in sources if callable(getattr(s, "heldout_cases", None))), None)
+
+
+def _mark_model(model_dir: Path, sources: Sequence[Any]) -> None:
+    """Let provider-made sources mark the trained model (``mark_model``; the toy world records itself in the
+    model's config, so retrieve mode finds the world's retriever from anywhere)."""
     for s in sources:
-        kind, _, path = s.partition(":")
-        if kind.strip().lower() == "world":
-            if path:
-                return Path(path)
-            from ..world.build import build_world
-
-            return build_world(preset="default")
-    return None
+        mark = getattr(s, "mark_model", None)
+        if callable(mark):
+            mark(model_dir)
 
 
-def _record_world_dir(model_dir: Path, model: str, sources: Sequence[str]) -> None:
-    """Write the base toy world's directory into a trained world model's ``config.json``
-    (``xke_world_dir``), so ``--mode retrieve`` finds the world's retriever from anywhere."""
-    cfg_path = model_dir / "config.json"
-    if not cfg_path.exists():
-        return
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if not cfg.get("xke_world"):
-        return
-    kind, _, path = str(model).partition(":")
-    wd = Path(path) if kind == "world" and path else _world_dir_of(sources)
-    if wd is not None and (wd / "world.json").exists():
-        cfg["xke_world_dir"] = str(wd.resolve())
-        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: RecipeConfig, *,
+def run_recipe(model: str, sources: Sequence[Any], out_dir: str | Path, cfg: RecipeConfig, *,
                force: Sequence[str] = (), log=print) -> dict[str, Any]:
-    """Run (or resume) the full X-KDE recipe; returns the results written into the model card."""
+    """Run (or resume) the full X-KDE recipe; returns the results written into the model card. ``model`` is a
+    model directory or tiny config; ``sources`` are source specs or provider-made sources
+    (:class:`~xke.train.sources.ProvidedSource`, e.g. the toy world's, with ``cfg.source_options``)."""
     import torch
 
     if cfg.threads:
@@ -471,11 +444,12 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
         from .sources import xeit_inputs
         from .xeit_data import build_xeit_dataset
 
-        facts, extra = xeit_inputs(sources, cfg.data)
+        facts, extra = xeit_inputs(sources, cfg.data, options=cfg.source_options)
         return build_xeit_dataset(facts, cfg.data, out / "data", steps=make_steps(cfg.llm, seed=cfg.data.seed),
                                   extra_rows=extra)
 
-    results["data"] = st.run("data", {"sources": list(sources), "data": stage_config(cfg.data), "llm": asdict(cfg.llm)},
+    results["data"] = st.run("data", {"sources": [str(s) for s in sources], "data": asdict(cfg.data),
+                                      "source_options": cfg.source_options, "llm": asdict(cfg.llm)},
                              do_data, force="data" in force)
     # 2. XE-IT
     run_xeit = "xeit" in cfg.stages
@@ -529,10 +503,14 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
             replace_dir(out / "model", lambda tmp: (shutil.copytree(out / "xeit", tmp, dirs_exist_ok=True),
                                                     (tmp / ".xke-copied").write_text("xeit\n")))
         final = str(out / "model")
-    # 7. evaluation
+    # 7. evaluation (the trained models first learn their sources' marks: the toy world's evaluation finds the
+    # world's presets and retriever through them)
+    for trained in {str(out / "xeit"), final}:
+        if Path(trained).is_dir() and Path(trained).resolve().is_relative_to(out.resolve()):
+            _mark_model(Path(trained), sources)
     if "eval" in cfg.stages:
         def do_eval():
-            wd = _world_dir_of(sources)
+            held = heldout_source(sources)
             e_langs = parse_langs(cfg.eval.edit_langs) if cfg.eval.edit_langs else langs
             t_langs = parse_langs(cfg.eval.test_langs) if cfg.eval.test_langs else langs
             ev = {}
@@ -542,15 +520,15 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
             if final not in models.values():
                 models["final"] = final
             for name, m in models.items():
-                if wd is not None:
-                    ev[name] = world_heldout_eval(m, wd, e_langs, t_langs, n_cases=cfg.eval.n_cases,
+                if held is not None:
+                    ev[name] = world_heldout_eval(m, held, e_langs, t_langs, n_cases=cfg.eval.n_cases,
                                                   per_subject=cfg.eval.per_subject,
                                                   max_new_tokens=cfg.eval.max_new_tokens,
                                                   batch_size=cfg.eval.batch_size)
                     if name == "final" or (name == "xeit" and "final" not in models):
                         for n in cfg.eval.retrieve_distractors:
                             ev[f"{name}, retrieve, {n + 1} edits in memory"] = world_retrieve_eval(
-                                m, wd, e_langs, t_langs, out / "eval" / f"{name}-retrieve", n_distractors=n,
+                                m, held, e_langs, t_langs, out / "eval" / f"{name}-retrieve", n_distractors=n,
                                 n_cases=cfg.eval.n_cases, per_subject=cfg.eval.per_subject,
                                 max_new_tokens=cfg.eval.max_new_tokens)
                 elif (out / "data" / "validation.jsonl").exists():
@@ -560,10 +538,11 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                                          max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
                                          system_prompt=sp)
             if cfg.eval.general_methods:
-                ev["general"] = general_eval(final, wd, cfg.eval, out / "eval" / "general", t_langs)
+                ev["general"] = general_eval(final, getattr(held, "world_dir", None), cfg.eval,
+                                             out / "eval" / "general", t_langs)
             return ev
 
-        results["eval"] = st.run("eval", {"eval": stage_config(cfg.eval), "final": final, **sp_dep}, do_eval,
+        results["eval"] = st.run("eval", {"eval": asdict(cfg.eval), "final": final, **sp_dep}, do_eval,
                                  force="eval" in force)
         (out / "eval.json").write_text(json.dumps(results["eval"], indent=2, ensure_ascii=False))
     results["times"] = stage_times(out)
@@ -571,6 +550,6 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                                     "cpu_seconds": round(time.process_time() - c_all, 2)}
     if Path(final).is_dir() and Path(final).resolve().is_relative_to(out.resolve()):
         write_model_card(Path(final), model=model, sources=sources, cfg=cfg, results=results)
-        _record_world_dir(Path(final), model, sources)
+        _mark_model(Path(final), sources)
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     return results

@@ -136,3 +136,18 @@ def record_world(model_dir: str | Path, world_dir: str | Path | None) -> None:
         return
     cfg["xke_world_dir"] = str(Path(world_dir).resolve())
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def provide_args(args: Any) -> None:
+    """Turn the world specs of a parsed command line into explicit inputs, for the commands whose handlers
+    take them explicitly (``args.provide``: argument name -> ``"model"`` or ``"sources"``, set by
+    :mod:`xke.train.commands`): a model argument becomes the model directory, a source list's ``world`` /
+    ``world:DIR`` entries become :class:`~xke.world.xeit_source.WorldSource` objects."""
+    for name, kind in (getattr(args, "provide", None) or {}).items():
+        value = getattr(args, name, None)
+        if kind == "model" and is_world_spec(value):
+            setattr(args, name, str(model_path(value)))
+        elif kind == "sources" and value:
+            from .xeit_source import WorldSource
+
+            setattr(args, name, [WorldSource(s) if is_world_spec(s) else s for s in value])
