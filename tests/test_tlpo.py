@@ -224,12 +224,14 @@ def test_world_heldout_eval_per_subject(world):
     from xke.errors import ConfigError
     from xke.train.recipe import EvalConfig, world_heldout_eval
     from xke.world.world import load_world
+    from xke.world.xeit_source import WorldSource
 
     w = load_world(world)
     n1 = len(w.counterfactual_cases(split="heldout", per_subject=1))
     n3 = len(w.counterfactual_cases(split="heldout", per_subject=3))
     assert n3 > n1
-    res = world_heldout_eval(f"world:{world}", world, ["en"], ["en"], n_cases=10_000, per_subject=3,
+    res = world_heldout_eval(str(Path(world) / "model"), WorldSource(f"world:{world}"), ["en"], ["en"],
+                             n_cases=10_000, per_subject=3,
                              max_new_tokens=4)
     assert res["n_cases"] == n3 and res["per_subject"] == 3 and "reliability" in res["pairs"]["en->en"]
     assert from_dict(EvalConfig, {"per_subject": 5}).per_subject == 5
@@ -239,15 +241,16 @@ def test_world_heldout_eval_per_subject(world):
 
 def test_recipe_records_the_world_of_a_world_model(world, tmp_path):
     """The recipe's output model names its toy world, so retrieve mode finds the world's retriever."""
-    from xke.train.recipe import _record_world_dir
+    from xke.train.recipe import _mark_model
+    from xke.world.xeit_source import WorldSource
 
     d = tmp_path / "model"
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"xke_world": True, "model_type": "llama"}))
-    _record_world_dir(d, f"world:{world}", [f"world:{world}"])
+    _mark_model(d, [f"jsonl:{tmp_path}/x.jsonl", WorldSource(f"world:{world}")])
     assert json.loads((d / "config.json").read_text())["xke_world_dir"] == str(Path(world).resolve())
     (d / "config.json").write_text(json.dumps({"model_type": "llama"}))       # not a world model: untouched
-    _record_world_dir(d, "tiny-llama", [f"world:{world}"])
+    _mark_model(d, [WorldSource(f"world:{world}")])
     assert "xke_world_dir" not in json.loads((d / "config.json").read_text())
 
 
@@ -256,9 +259,10 @@ def test_world_retrieve_eval_keeps_only_the_distractors_in_memory(world, tmp_pat
     results come per edit -> test language in percent, and the memory holds exactly the N distractors after."""
     from xke.memory.store import EditStore
     from xke.train.recipe import EvalConfig, world_retrieve_eval
+    from xke.world.xeit_source import WorldSource
 
-    res = world_retrieve_eval(f"world:{world}", world, ["en"], ["en", "zh"], tmp_path / "r", n_distractors=30,
-                              n_cases=6, per_subject=1, max_new_tokens=4)
+    res = world_retrieve_eval(str(Path(world) / "model"), WorldSource(f"world:{world}"), ["en"], ["en", "zh"],
+                              tmp_path / "r", n_distractors=30, n_cases=6, per_subject=1, max_new_tokens=4)
     assert res["n_cases"] == 6 and res["n_edits_in_memory"] == 31
     assert set(res["pairs"]) == {"en->en", "en->zh"}
     assert set(res["pairs"]["en->en"]) >= {"reliability", "generality", "locality"}

@@ -238,10 +238,10 @@ def test_tiny_model_recalls_facts(world):
     # spot-check by generation through the same loading path every method uses
     import torch
 
-    from xke.models.loading import load_model
+    import xke
     from xke.models.prompts import PromptFormatter
 
-    lm = load_model("world:" + str(world), device="cpu")
+    lm = xke.load("world:" + str(world), device="cpu")
     tok, model = lm.tokenizer, lm.model
     fmt = PromptFormatter(tok)
     w = load_world(world)

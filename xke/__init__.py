@@ -55,7 +55,6 @@ def edit(model, tokenizer, requests: Iterable[Any], method: str = "rome", *, con
     """
     from .data.schema import EditRequest
     from .errors import DataError
-    from .methods.base import build_method
     from .models.prompts import PromptFormatter
 
     reqs = []
@@ -69,13 +68,11 @@ def edit(model, tokenizer, requests: Iterable[Any], method: str = "rome", *, con
                 raise DataError(f"edit request {i} ({r.get('case_id', '?')!r}): {e}") from None
         else:
             raise DataError(f"edit request {i}: expected an EditRequest or a dict, got {type(r).__name__}")
-    from .world.provider import provide_loaded
+    from .world.provider import provided_method
 
-    formatter = PromptFormatter(tokenizer, mode=template)
-    provided = provide_loaded(model)   # a toy-world model: its presets and statistics corpus
-    m = build_method(method, model, tokenizer, formatter, config_path=config, overrides=options or None,
-                     family=provided.family if provided else None,
-                     defaults=provided.method_defaults if provided else None)
+    # the model's provider fills what it knows (a toy-world model: its presets and statistics corpus)
+    m = provided_method(method, model, tokenizer, PromptFormatter(tokenizer, mode=template), config_path=config,
+                        overrides=options or None)
     return m.apply(reqs)
 
 

@@ -1,5 +1,5 @@
 """Training a small dense cross-lingual retriever from scratch, for models with their own names and
-languages (the toy world: :mod:`xke.world.retriever` builds its data and calls :func:`train_retriever`).
+languages (the toy world's retriever module builds its data and calls :func:`train_retriever`).
 
 Real use takes a multilingual sentence-transformers model from a local path. Here:
 

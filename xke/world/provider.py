@@ -151,3 +151,13 @@ def provide_args(args: Any) -> None:
             from .xeit_source import WorldSource
 
             setattr(args, name, [WorldSource(s) if is_world_spec(s) else s for s in value])
+
+
+def provided_method(name: str, model: Any, tokenizer: Any, formatter: Any, **kw: Any) -> Any:
+    """:func:`xke.methods.base.build_method` with what the model's provider gives it (for a toy-world model:
+    the ``world`` presets, statistics corpus, IKE pool and retriever), as ``xke.edit`` does."""
+    from ..methods.base import build_method
+
+    p = provide_loaded(model)
+    return build_method(name, model, tokenizer, formatter, family=p.family if p else None,
+                        defaults=p.method_defaults if p else None, **kw)
