@@ -120,11 +120,6 @@ def world_model_dir(world_dir: str | Path) -> Path:
     return m
 
 
-def default_world_model_dir() -> Path:
-    """The default world's model directory, building the world (cached) when missing."""
-    return world_model_dir(build_world(preset="default"))
-
-
 def _is_complete(d: Path, key: str) -> bool:
     try:
         return json.loads((d / "build.json").read_text())["key"] == key and (d / "report.json").exists()
