@@ -213,6 +213,33 @@ def test_trained_world_model_finds_its_world(world, tmp_path):
     assert world_dir_of(d) is None and provide_model(str(d)).family is None
 
 
+def test_world_inputs_are_explicit_and_never_trained_in_gold_mode(world, world_model, tmp_path):
+    """The getter only reads the config (no world, no training); the world provider fills the inputs, and
+    trains a missing retriever only for a retrieve-mode run; the command line gets explicit inputs."""
+    import argparse
+    import shutil
+
+    from xke.world.provider import provide_args, world_method_defaults
+    from xke.world.xeit_source import WorldSource
+
+    plain = build_method("xkde", world_model.model, world_model.tokenizer, PromptFormatter(world_model.tokenizer))
+    assert plain.retriever_path() is None and plain.config.threshold == 0.5   # no provider: default presets
+    assert _method(world_model, "xkde").config.threshold == "auto"            # the provider's world presets
+    w2 = tmp_path / "w2"
+    w2.mkdir()
+    for f in ("world.json", "cases.jsonl", "corpus.txt"):
+        shutil.copy(Path(world) / f, w2 / f)
+    d = world_method_defaults(w2)   # gold mode: no retriever, none trained
+    assert "retriever_path" not in d and not (w2 / "retriever").exists()
+    assert d == {"stats_corpus": str(w2 / "corpus.txt"), "pool": str(w2 / "cases.jsonl"), "pool_split": "train"}
+    args = argparse.Namespace(model=f"world:{world}", source=[f"world:{world}", "jsonl:x.jsonl"], tokenizer=None,
+                              provide={"model": "model", "source": "sources", "tokenizer": "model"})
+    provide_args(args)
+    assert args.model == str(Path(world) / "model") and args.tokenizer is None
+    assert isinstance(args.source[0], WorldSource) and str(args.source[0]) == f"world:{world}"
+    assert args.source[1] == "jsonl:x.jsonl"
+
+
 def test_ike_joins_chinese_facts_without_a_space(world_model, cases):
     case = next(c for c in cases if "zh" in c.views and c.view("zh").paraphrases)
     q = _q(case, "zh")

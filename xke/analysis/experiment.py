@@ -416,12 +416,11 @@ def world_data(fields: dict[str, Any]) -> dict[str, Any]:
     model = str(fields.get("model", ""))
     if not (model == "world" or model.startswith("world:")):
         raise ConfigError(f"data: world needs model world or world:DIR, got model {model!r}")
-    from ..world.provider import model_path
-    mp = model_path(model)
-    for cand in (mp.parent / "cases.jsonl", mp / "cases.jsonl"):
-        if cand.exists():
-            return {**fields, "data": str(cand), "bench": fields.get("bench") or "jsonl"}
-    raise DataError(f"no cases.jsonl next to the world model {mp}")
+    from ..world.provider import world_dir_of
+    wd = world_dir_of(model)
+    if wd is not None and (wd / "cases.jsonl").exists():
+        return {**fields, "data": str(wd / "cases.jsonl"), "bench": fields.get("bench") or "jsonl"}
+    raise DataError(f"no cases.jsonl in the world of {model}")
 
 
 def run_experiment(config: str | Path, out: str | Path | None = None, *, only: Sequence[str] | None = None,
