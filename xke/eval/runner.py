@@ -648,7 +648,7 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit,
     """:func:`run_eval` once ``out`` is checked and locked."""
     from ..methods.base import build_method
     from ..models.loading import context_length, load_model
-    from ..world.provider import model_path, provide_model
+    from ..world.provider import model_path, provide_dir
     from .engine import Engine
     from .profiles import get_profile, make_formatter
     from .report import aggregate, write_run_report
@@ -660,8 +660,8 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit,
     lm = loaded if loaded is not None else load_model(str(model_path(spec.model)), dtype=spec.dtype, device=spec.device)
     model, tok = lm.model, lm.tokenizer
     # the model's provider: preset family and method options it fills (the toy world: corpus, pool, retriever)
-    provided = provide_model(getattr(lm, "path", None) or spec.model,
-                             retrieve=cls.kind == "context" and spec.mode == "retrieve")
+    provided = provide_dir(getattr(lm, "path", None) or model_path(spec.model),
+                           retrieve=cls.kind == "context" and spec.mode == "retrieve")
     _seed_all(spec.seed)
     profile = get_profile(spec.profile)
     formatter = make_formatter(profile, tok, template=spec.template, system_prompt=spec.system_prompt,

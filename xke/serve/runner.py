@@ -47,7 +47,7 @@ def build_service(model: str, memory: str | Path, *, engine: str = "transformers
     from ..methods.base import build_method
     from ..methods.context import ContextMethod
     from ..models.prompts import PromptFormatter
-    from ..world.provider import model_path, provide_model
+    from ..world.provider import model_path, provide_dir
     from .generation import TransformersBackend
 
     if loaded is not None:
@@ -68,8 +68,8 @@ def build_service(model: str, memory: str | Path, *, engine: str = "transformers
     if top_k is not None:
         overrides["top_k"] = top_k
     # the model's provider: preset family, and for a toy-world model its retriever (trained once when missing)
-    provided = provide_model(getattr(loaded, "path", None) or model,
-                             retrieve=retriever_path is None and retriever in (None, "dense"))
+    provided = provide_dir(getattr(loaded, "path", None) or model_path(model),
+                           retrieve=retriever_path is None and retriever in (None, "dense"))
     m = build_method(method, mdl, tok, PromptFormatter(tok, mode=template), overrides=overrides,
                      family=provided.family, defaults=provided.method_defaults)
     if not isinstance(m, ContextMethod):

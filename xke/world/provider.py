@@ -111,18 +111,28 @@ def world_method_defaults(world_dir: str | Path, *, retrieve: bool = False) -> d
 def provide_model(spec: str | Path, *, retrieve: bool = False) -> ProvidedModel:
     """The explicit inputs for model ``spec`` (see module docstring); ``retrieve`` as in
     :func:`world_method_defaults`. Models outside any world get their directory only."""
-    path = model_path(spec)
-    wd = world_dir_of(spec) if is_world_spec(spec) else world_dir_of(path)
-    if wd is None:
+    if is_world_spec(spec):
+        return _provided(model_path(spec), world_dir_of(spec), retrieve)
+    return provide_dir(model_path(spec), retrieve=retrieve)
+
+
+def provide_dir(path: str | Path, *, retrieve: bool = False) -> ProvidedModel:
+    """:func:`provide_model` for a model directory already resolved (a loaded model's ``path``); a path that
+    is no toy-world model (or no directory at all) gets nothing filled."""
+    return _provided(Path(path), world_dir_of(path), retrieve)
+
+
+def _provided(path: Path, world_dir: Path | None, retrieve: bool) -> ProvidedModel:
+    if world_dir is None:
         return ProvidedModel(path=path)
-    return ProvidedModel(path=path, family=WORLD_FAMILY, method_defaults=world_method_defaults(wd, retrieve=retrieve),
-                         world_dir=wd)
+    return ProvidedModel(path=path, family=WORLD_FAMILY,
+                         method_defaults=world_method_defaults(world_dir, retrieve=retrieve), world_dir=world_dir)
 
 
 def provide_loaded(model: Any, *, retrieve: bool = False) -> ProvidedModel | None:
-    """:func:`provide_model` for an already loaded model (its ``name_or_path``); ``None`` when unknown."""
+    """:func:`provide_dir` for an already loaded model (its ``name_or_path``); ``None`` when unknown."""
     name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
-    return provide_model(name, retrieve=retrieve) if name and Path(name).is_dir() else None
+    return provide_dir(name, retrieve=retrieve) if name else None
 
 
 def record_world(model_dir: str | Path, world_dir: str | Path | None) -> None:
