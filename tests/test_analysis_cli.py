@@ -160,8 +160,8 @@ def test_analyze_layers_cli_tiny_model(tmp_path, capsys):
 
 # ------------------------------------------------------------------------ experiment
 def test_packaged_experiment_configs_expand(capsys):
-    from xke.analysis.commands import resolve_config
-    from xke.analysis.experiment import load_experiment, select_runs
+    from xke.eval.experiment import resolve_config
+    from xke.eval.experiment import load_experiment, select_runs
     clm = load_experiment(resolve_config("clm_bench"))
     table = [r for r in clm.runs if r.grid == "table"]
     assert len(table) == 3 * 3 * 4

@@ -31,14 +31,11 @@ def test_every_table_entry_names_real_modules(model_type, extra):
     model = _model(model_type, **extra)
     spec = arch_spec(model)
     assert num_layers(model) == 2
-    for field in ("layer", "mlp", "mlp_out", "mlp_in", "attn", "attn_out"):
+    for field in ("layer", "mlp", "mlp_out", "attn_out"):
         get_module(model, getattr(spec, field).format(1))
-    for field in ("final_norm", "lm_head", "embed"):
-        get_module(model, getattr(spec, field))
+    get_module(model, spec.final_norm)
     down = get_module(model, spec.mlp_out.format(0))
-    if model_type == "phi3":  # the fused gate/up projection is the MLP's input: twice the intermediate size
-        assert get_module(model, spec.mlp_in.format(0)).weight.shape[0] == 2 * SMALL["intermediate_size"]
-    if not spec.conv1d:
+    if type(down).__name__ != "Conv1D":
         assert down.weight.shape == (SMALL["hidden_size"], SMALL["intermediate_size"])
 
 

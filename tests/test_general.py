@@ -245,10 +245,11 @@ def test_bad_task_data_and_missing_dataset_are_one_line_errors(world, tmp_path, 
 
 @pytest.mark.slow
 def test_recipe_eval_stage_runs_general_when_asked(world, tmp_path):
-    from xke.train.recipe import EvalConfig, general_eval
+    from xke.eval.general import general_brief
+    from xke.train.recipe import EvalConfig, general_spec
 
     ecfg = EvalConfig(general_methods=["xkde"], general_edits=[1, 2])
-    ev = general_eval(str(Path(world) / "model"), Path(world), ecfg, tmp_path / "g", ["en"])
+    ev = general_brief(general_spec(str(Path(world) / "model"), Path(world), ecfg, tmp_path / "g", ["en"]))
     assert [(r["method"], r["n_edits"]) for r in ev["runs"]] == [("xkde", 1), ("xkde", 2)]
     assert ev["base_avg"] > 80 and all(r["delta_avg"] is not None for r in ev["runs"])
     assert (tmp_path / "g" / "degradation.png").stat().st_size > 0   # two points: a curve

@@ -101,6 +101,14 @@ def test_released_formats_train_through_the_cli(tmp_path, capsys):
     assert rc == 0
     t = json.loads((tmp_path / "po" / "model" / "tlpo_metrics.json").read_text())
     assert t["pairs_layout"] == "release" and t["pairs"] == 4 and t["steps"] == 1
+    # the recipe's stage runner: the same command again skips the finished stage; other pairs redo it
+    capsys.readouterr()
+    po = ["--threads", "1", "train", "tlpo", "--model", str(tmp_path / "sft"), "--pairs", str(pairs / "zh-train.json"),
+          "--config", str(cfg), "--out", str(tmp_path / "po")]
+    assert main(po) == 0 and "[tlpo] complete, skipped" in capsys.readouterr().out
+    (pairs / "zh-train.json").write_text(json.dumps(release_pairs(3), ensure_ascii=False), encoding="utf-8")
+    assert main(po) == 0 and "[tlpo] running (stage 4 of 4)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "po" / "model" / "tlpo_metrics.json").read_text())["pairs"] == 3
     # a broken file: one line, exit code 2
     (pairs / "broken-train.json").write_text('[{"prompt": 3, "choice": "a", "reject": "b"}]', encoding="utf-8")
     rc = main(["train", "tlpo", "--model", "tiny-llama", "--pairs", str(pairs / "broken-train.json"),

@@ -203,3 +203,23 @@ def test_store_index_follows_store(tmp_path):
         si2 = StoreIndex(s, lambda t: calls.append(t) or encode(t), 64, key="toy")
         assert si2.sync()["added"] == 0 and not calls
         assert (tmp_path / "m.sqlite.index").is_dir()
+
+
+def test_one_edit_schema_family_converts_explicitly(tmp_path):
+    """A case's request, its stored form and the request read back from the store are the same edit; the
+    training data's FactView and the case's LangView share the EditText base."""
+    from xke.data.schema import EditCase, EditRequest, EditText, LangView
+    from xke.train.sources import FactView, facts_from_cases
+
+    case = EditCase("c7", {"en": LangView("Ann Lee", "Where was Ann Lee born?", "Oslo", target_old="Rome")})
+    req = case.request("en")
+    assert req == EditRequest("c7", "en", "Where was Ann Lee born?", "Oslo", "Ann Lee", target_old="Rome")
+    with EditStore(tmp_path / "m.sqlite") as s:
+        (eid,) = s.add_many([MemoryEdit.from_request(req, batch="b")])
+        back = s.get(eid)
+    assert (back.case_id, back.batch, back.subject) == ("c7", "b", "Ann Lee")
+    assert back.to_request() == req
+    assert MemoryEdit(lang="en", prompt="q?", target_new="a").to_request().case_id == ""
+    fv = facts_from_cases([case], "t")[0].views["en"]
+    assert isinstance(fv, FactView) and isinstance(fv, EditText) and isinstance(case.view("en"), EditText)
+    assert EditRequest.of(fv, case_id="c7", lang="en") == req

@@ -420,7 +420,7 @@ def test_data_check_passes_the_real_bizsre(shared_data, capsys):
 
 # =========================================================================================== item 11
 def test_experiment_names_cannot_leave_out(tmp_path):
-    from xke.analysis.experiment import load_experiment
+    from xke.eval.experiment import load_experiment
 
     for body in ('name: "../../x"\ndefaults: {method: none}\n',
                  'name: ok\ndefaults: {method: none}\nruns:\n  - {name: "../../escape"}\n',

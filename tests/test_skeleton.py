@@ -13,7 +13,8 @@ from xke.data.languages import normalize_lang, parse_langs, uses_spaces
 from xke.data.schema import EditCase, LangView
 from xke.errors import ModelError, XkeError
 from xke.methods.base import WeightSnapshot, build_method_config, get_method_class
-from xke.models.architectures import arch_spec, get_module, layer_module_name, num_layers
+from xke.methods.weight.common import module_for_layer
+from xke.models.architectures import arch_spec, get_module, num_layers
 from xke.models.loading import load_model, resolve_model_path
 from xke.models.prompts import PromptFormatter
 
@@ -82,14 +83,14 @@ def test_model_spec_errors(tmp_path):
 def test_architecture_table_resolves_real_modules(name, field_name):
     lm = load_model(name, device="cpu")
     assert num_layers(lm.model) == 4
-    mod = get_module(lm.model, layer_module_name(lm.model, "mlp_out", 2))
-    assert isinstance(mod, torch.nn.Module) and layer_module_name(lm.model, "mlp_out", 2).endswith(field_name)
+    name = module_for_layer(lm.model, "rome", "mlp_out", None, 2)
+    assert isinstance(get_module(lm.model, name), torch.nn.Module) and name.endswith(field_name)
     spec = arch_spec(lm.model)
-    for attr in ("mlp", "attn", "attn_out", "mlp_in", "layer"):
+    for attr in ("mlp", "attn_out", "layer"):
         get_module(lm.model, getattr(spec, attr).format(0))
     get_module(lm.model, spec.final_norm)
     with pytest.raises(ModelError, match="out of range"):
-        layer_module_name(lm.model, "mlp_out", 9)
+        module_for_layer(lm.model, "rome", "mlp_out", None, 9)
     with pytest.raises(ModelError, match="no module named"):
         get_module(lm.model, "model.layers.0.mlp.nope")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from xke.train.sampling import SamplingConfig, clean_samples, end_token_ids, sample_for_rows
-from xke.train.scorers import (LightScorer, form_errors, script_share, score_records, token_f1, translation_code)
+from xke.train.scorers import (LightScorer, form_error_counts, form_errors, script_share, score_records, token_f1, translation_code)
 from xke.train.tlpo import TlpoConfig, build_pairs, check_pair_lengths, make_po_trainer, split_pairs
 
 
@@ -76,6 +76,8 @@ def test_form_errors():
     assert form_errors("Paris", "巴黎", "zh") == ["wrong_script"]
     assert form_errors("Oslo", "Oslo", "zh") == []
     assert set(form_errors("1987年", "1987", "en")) == {"wrong_script", "year_format"}
+    assert form_error_counts([("1987", "1987年"), ("Paris", "巴黎"), ("巴黎", "巴黎")], "zh") == {
+        "wrong_script": 1, "year_format": 1, "any": 2}
 
 
 def test_translation_codes_any_pair():
@@ -196,6 +198,11 @@ def test_recipe_end_to_end_and_resume(tmp_path):
     card = (out / "model" / "README.md").read_text()
     assert "Table 8" in card and "ORPO" in card and "tiny-llama" in card
     assert set(res["eval"]) >= {"base", "xeit", "final"}
+    # evaluated through `xke eval --method xkde` (gold) on the validation facts, one run per edit language
+    m = json.loads((out / "eval" / "final" / "zh" / "metrics.json").read_text())
+    assert m["method"] == "xkde" and m["n_cases"] == res["eval"]["final"]["n_cases"] > 0
+    assert set(res["eval"]["final"]["pairs"]) == {"en->en", "en->zh", "zh->en", "zh->zh"}
+    assert res["eval"]["final"]["pairs"]["zh->en"]["reliability"] == m["by_test_lang"]["en"]["reliability"]["em"]
     logs.clear()
     run_recipe("tiny-llama", [f"jsonl:{src}"], out, cfg, log=logs.append)
     assert sum("skipped" in l for l in logs) == 7 and not any("running" in l for l in logs)
@@ -218,11 +225,14 @@ def test_cli_build_xeit(tmp_path, capsys):
     assert rc == 2
 
 
-def test_world_heldout_eval_per_subject(world):
-    """``eval.per_subject`` reaches ``World.counterfactual_cases``: more held-out cases per subject."""
+def test_heldout_cases_per_subject_and_gold_eval_through_the_runner(world, tmp_path):
+    """``eval.per_subject`` reaches ``World.counterfactual_cases`` (more held-out cases per subject); the gold
+    evaluation is ``xke eval --method xkde`` runs, one per edit language, whose em figures it reports."""
     from xke.config import from_dict
     from xke.errors import ConfigError
-    from xke.train.recipe import EvalConfig, world_heldout_eval
+    from xke.eval.pairs import gold_pairs
+    from xke.train.recipe import EvalConfig, heldout_cases, load_train_config
+    from xke.train.scorers import form_error_counts
     from xke.world.world import load_world
     from xke.world.xeit_source import WorldSource
 
@@ -230,13 +240,40 @@ def test_world_heldout_eval_per_subject(world):
     n1 = len(w.counterfactual_cases(split="heldout", per_subject=1))
     n3 = len(w.counterfactual_cases(split="heldout", per_subject=3))
     assert n3 > n1
-    res = world_heldout_eval(str(Path(world) / "model"), WorldSource(f"world:{world}"), ["en"], ["en"],
-                             n_cases=10_000, per_subject=3,
-                             max_new_tokens=4)
-    assert res["n_cases"] == n3 and res["per_subject"] == 3 and "reliability" in res["pairs"]["en->en"]
+    cfg = load_train_config("toy", overrides={"eval": {"n_cases": 10_000, "per_subject": 3}})
+    data = tmp_path / "heldout.jsonl"
+    assert heldout_cases([WorldSource(f"world:{world}")], cfg, data, ["en"]) == n3
+    cfg.eval.n_cases = 4
+    assert heldout_cases([WorldSource(f"world:{world}")], cfg, data, ["en"]) == 4
+    res = gold_pairs(f"world:{world}", data, ["en"], ["en"], tmp_path / "g", max_new_tokens=4,
+                     check=form_error_counts)
+    metrics = json.loads((tmp_path / "g" / "en" / "metrics.json").read_text())
+    assert metrics["method"] == "xkde" and metrics["n_cases"] == 4 and res["n_cases"] == 4
+    block = res["pairs"]["en->en"]
+    assert block["reliability"] == metrics["by_test_lang"]["en"]["reliability"]["em"]
+    assert set(block["form_errors"]) == {"wrong_script", "year_format", "any"} and len(block["examples"]) == 3
     assert from_dict(EvalConfig, {"per_subject": 5}).per_subject == 5
     with pytest.raises(ConfigError, match="per_subject"):
         from_dict(EvalConfig, {"per_subject": 0})
+
+
+def test_validation_facts_become_edit_cases(tmp_path):
+    """A non-world source: the recipe evaluates on the facts the data stage put in validation, as edit cases."""
+    from xke.data.loaders import read_jsonl
+    from xke.train.recipe import heldout_cases, load_train_config
+    from xke.train.xeit_data import is_validation
+
+    src = _edit_jsonl(tmp_path / "edits.jsonl")
+    cfg = load_train_config("toy", overrides={"data": {"val_fraction": 0.2}})
+    n = heldout_cases([f"jsonl:{src}"], cfg, tmp_path / "h.jsonl", ["en", "zh"])
+    want = [f"jsonl:c{i}" for i in range(12) if is_validation(f"jsonl:c{i}", 0.2, cfg.data.seed)]
+    cases = list(read_jsonl(tmp_path / "h.jsonl"))
+    assert n == len(want) > 0 and [c.case_id for c in cases] == want
+    i = int(want[0].split("c")[-1])
+    v = cases[0].view("en")
+    assert (v.prompt, v.target_new, v.paraphrases) == (f"Where was Bob{i} born?", f"Paris{i}",
+                                                       [f"Bob{i} was born in which city?"])
+    assert (v.locality_prompt, v.locality_answer) == (f"Where was Ann{i} born?", f"Rome{i}")
 
 
 def test_recipe_records_the_world_of_a_world_model(world, tmp_path):
@@ -254,15 +291,19 @@ def test_recipe_records_the_world_of_a_world_model(world, tmp_path):
     assert "xke_world_dir" not in json.loads((d / "config.json").read_text())
 
 
-def test_world_retrieve_eval_keeps_only_the_distractors_in_memory(world, tmp_path):
+def test_retrieve_eval_keeps_only_the_distractors_in_memory(world, tmp_path):
     """Retrieve-mode evaluation through the runner: each case's edit among N invented-person edits; the
     results come per edit -> test language in percent, and the memory holds exactly the N distractors after."""
+    from xke.eval.pairs import retrieve_pairs
     from xke.memory.store import EditStore
-    from xke.train.recipe import EvalConfig, world_retrieve_eval
+    from xke.train.recipe import EvalConfig, _distractors, heldout_cases, load_train_config
     from xke.world.xeit_source import WorldSource
 
-    res = world_retrieve_eval(str(Path(world) / "model"), WorldSource(f"world:{world}"), ["en"], ["en", "zh"],
-                              tmp_path / "r", n_distractors=30, n_cases=6, per_subject=1, max_new_tokens=4)
+    cfg = load_train_config("toy", overrides={"eval": {"n_cases": 6, "per_subject": 1}})
+    data = tmp_path / "heldout.jsonl"
+    heldout_cases([WorldSource(f"world:{world}")], cfg, data, ["en", "zh"])
+    res = retrieve_pairs(f"world:{world}", data, ["en"], ["en", "zh"], tmp_path / "r", max_new_tokens=4,
+                         **_distractors(WorldSource(f"world:{world}"), ["en"], 30))
     assert res["n_cases"] == 6 and res["n_edits_in_memory"] == 31
     assert set(res["pairs"]) == {"en->en", "en->zh"}
     assert set(res["pairs"]["en->en"]) >= {"reliability", "generality", "locality"}

@@ -51,13 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         groups[name] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
         gp.set_defaults(func=lambda args, gp=gp: gp.print_help() or 1)
     for mod_name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name == mod_name:
-                continue  # area not built yet
-            raise
-        mod.register(sub, groups)
+        importlib.import_module(mod_name).register(sub, groups)
     return parser
 
 

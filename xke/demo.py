@@ -207,10 +207,10 @@ def run_demo(out: str | Path | None = None, n: int = 30, preset: str = "tiny", m
                                   data=str(data), edit_lang=el, test_langs=list(EDIT_LANGS), protocol="single",
                                   system_prompt=system_prompt)))
         if is_x and memory > 0:
-            from .train.recipe import distractor_memory_spec
+            from .eval.pairs import distractor_memory_spec
             for el in EDIT_LANGS:
-                spec = distractor_memory_spec(str(xkde_dir), world, retriever, data, out / "runs" / "xkde-memory", el,
-                                              list(EDIT_LANGS), memory - 1, max_new_tokens=16)
+                spec = distractor_memory_spec(str(xkde_dir), world.distractor_edits(memory - 1, el), retriever, data,
+                                              out / "runs" / "xkde-memory", el, list(EDIT_LANGS), max_new_tokens=16)
                 spec.system_prompt = system_prompt
                 jobs.append(("xkde-memory", f"xkde ({memory:,} edits in memory)", "X-KDE-trained", spec))
     _say(f"{len(cases)} held-out edit cases; {len(jobs)} runs (each method edits in en and in zh, tests en and zh)")

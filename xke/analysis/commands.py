@@ -1,4 +1,4 @@
-"""``xke analyze deltas``, ``xke analyze layers`` and the top-level ``xke experiment``."""
+"""``xke analyze deltas`` and ``xke analyze layers``."""
 
 from __future__ import annotations
 
@@ -62,23 +62,6 @@ def register(sub, groups) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_cmd_layers)
 
-    p = sub.add_parser(
-        "experiment", help="run a grid of evaluations from a YAML and write a merged report",
-        description="Expand an experiment YAML (defaults + grid of xke eval fields, e.g. xke/configs/experiments/"
-                    "clm_bench.yaml) into runs, run each (finished runs are resumed/skipped), and write "
-                    "OUT/report.md (merged tables, CLM-Bench Table 1/2 layout, geometry of zh/en/mix deltas) "
-                    "and OUT/experiment.json.")
-    p.add_argument("config", help="experiment YAML, or the name of a packaged one (clm_bench, clm_bench_layers, toy_clm)")
-    p.add_argument("--out", default=None, help="output directory (default runs/<experiment name>)")
-    p.add_argument("--only", action="append", default=None, metavar="SEL",
-                   help="select runs: key=v1,v2 (e.g. method=memit batch_size=1,10) or a run-name glob; repeatable")
-    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", dest="set_fields",
-                   help="replace a run field in every run, value in YAML syntax (e.g. model=/models/llama3 "
-                        "data=/data/clm_bench limit=20); repeatable")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and their fields, run nothing")
-    p.add_argument("--no-analyze", action="store_true", help="skip the geometry analysis")
-    p.set_defaults(func=_cmd_experiment)
-
 
 def _fmt(v, angle=False):
     return "   n/a" if v is None else (f"{v:6.1f}" if angle else f"{v:6.3f}")
@@ -94,7 +77,7 @@ def _print_geometry(geom) -> None:
 
 
 def _cmd_deltas(args: argparse.Namespace) -> int:
-    from .experiment import analyze_deltas, figure1, run_meta
+    from .deltas import analyze_deltas, figure1, run_meta
     n = len(args.zh)
     if len(args.en) != n or len(args.mix) != n:
         raise DataError(f"--zh, --en and --mix need the same number of run dirs (got {n}, {len(args.en)}, "
@@ -191,39 +174,4 @@ def _cmd_layers(args: argparse.Namespace) -> int:
               f"{r['pair_cosine']:>10.3f}")
     print(f"suggested layer: {report['suggested_layer']} (largest separation)")
     print(f"wrote {out / 'layers.json'}, {out / 'layers.png'}, {out / 'pca_tsne.png'}")
-    return 0
-
-
-def resolve_config(name: str) -> Path:
-    """A YAML path, or the name of a packaged experiment config."""
-    p = Path(name).expanduser()
-    if p.exists():
-        return p
-    from ..config import list_presets, preset_path
-    stem = name[:-5] if name.endswith(".yaml") else name
-    q = preset_path("experiments", stem)
-    if q.exists():
-        return q
-    raise DataError(f"no experiment config {name!r} (not a file; packaged ones: {list_presets('experiments')})")
-
-
-def parse_set(items) -> dict:
-    """``["k=v", ...]`` → mapping, values read as YAML (numbers, lists, true/false)."""
-    import yaml
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise DataError(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
-        except yaml.YAMLError as e:
-            raise DataError(f"--set {item!r}: bad value: {e}") from None
-    return out
-
-
-def _cmd_experiment(args: argparse.Namespace) -> int:
-    from .experiment import run_experiment
-    run_experiment(resolve_config(args.config), args.out, only=args.only, dry_run=args.dry_run,
-                   analyze=not args.no_analyze, overrides=parse_set(args.set_fields))
     return 0

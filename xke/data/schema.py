@@ -1,9 +1,17 @@
 """The one schema every part of xke uses for edits.
 
-An :class:`EditCase` is one fact edit seen in several languages; each language
-has a :class:`LangView`. Loaders produce cases, methods receive
-:class:`EditRequest` objects, and the evaluation runner asks :class:`Query`
-objects. Nothing downstream reads benchmark files directly.
+One family of records, each built on :class:`EditText` (what an edit says: ``prompt`` about ``subject``
+answers ``target_new`` instead of ``target_old``) or converted to and from :class:`EditRequest` explicitly:
+
+- :class:`EditCase` is one fact edit seen in several languages; each language has a :class:`LangView`
+  (an :class:`EditText` with its evaluation questions). Loaders produce cases; nothing downstream reads
+  benchmark files directly.
+- :class:`EditRequest` is one edit handed to a method (:meth:`EditCase.request`); it is also what the
+  in-context methods put in their prompts.
+- :class:`xke.memory.store.MemoryEdit` is an edit as the edit memory stores it
+  (:meth:`~xke.memory.store.MemoryEdit.from_request` / :meth:`~xke.memory.store.MemoryEdit.to_request`).
+- :class:`xke.train.sources.FactView` is an :class:`EditText` with what the XE-IT training data needs.
+- :class:`Query` is one evaluation question the runner asks.
 """
 
 from __future__ import annotations
@@ -17,12 +25,23 @@ from ..errors import DataError
 from .languages import normalize_lang
 
 PromptStyle = Literal["question", "cloze"]
-QueryKind = Literal["reliability", "generality", "locality", "portability"]
 QUERY_KINDS: tuple[str, ...] = ("reliability", "generality", "locality", "portability")
 
 
 @dataclass
-class LangView:
+class EditText:
+    """What an edit says, in one language: ``prompt`` (about ``subject``) should answer ``target_new``;
+    ``target_old`` is the original answer when known. The base of :class:`LangView` and of the training
+    data's :class:`xke.train.sources.FactView`."""
+
+    subject: str
+    prompt: str
+    target_new: str
+    target_old: str | None = None
+
+
+@dataclass
+class LangView(EditText):
     """One language's rendering of an edit.
 
     ``prompt`` is the edit prompt (a question, or a cloze statement when
@@ -34,10 +53,6 @@ class LangView:
     answer follows from the edit.
     """
 
-    subject: str
-    prompt: str
-    target_new: str
-    target_old: str | None = None
     paraphrases: list[str] = field(default_factory=list)
     locality_prompt: str | None = None
     locality_answer: str | None = None
@@ -101,9 +116,7 @@ class EditCase:
     def request(self, lang: str) -> "EditRequest":
         """The edit request for editing in ``lang``."""
         v = self.view(lang)
-        return EditRequest(case_id=self.case_id, lang=normalize_lang(lang), prompt=v.prompt,
-                           target_new=v.target_new, subject=v.subject, target_old=v.target_old,
-                           style=v.style)
+        return EditRequest.of(v, case_id=self.case_id, lang=normalize_lang(lang), style=v.style)
 
     def queries(self, lang: str) -> list["Query"]:
         """All evaluation queries of this case in test language ``lang``."""
@@ -153,6 +166,12 @@ class EditRequest:
     subject: str
     target_old: str | None = None
     style: PromptStyle = "question"
+
+    @classmethod
+    def of(cls, text: EditText, *, case_id: str, lang: str, style: PromptStyle = "question") -> "EditRequest":
+        """The request that makes ``text`` true, for case ``case_id`` in language ``lang``."""
+        return cls(case_id=case_id, lang=lang, prompt=text.prompt, target_new=text.target_new,
+                   subject=text.subject, target_old=text.target_old, style=style)
 
 
 @dataclass(frozen=True)

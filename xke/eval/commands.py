@@ -1,4 +1,4 @@
-"""``xke eval``, ``xke report`` and ``xke demo``."""
+"""``xke eval``, ``xke report``, ``xke demo`` and ``xke experiment``."""
 
 from __future__ import annotations
 
@@ -106,6 +106,23 @@ def register(sub, groups) -> None:
     d.add_argument("--system-prompt", default=None, metavar="TEXT", help="system message of chat prompts")
     d.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser(
+        "experiment", help="run a grid of evaluations from a YAML and write a merged report",
+        description="Expand an experiment YAML (defaults + grid of xke eval fields, e.g. xke/configs/experiments/"
+                    "clm_bench.yaml) into runs, run each (finished runs are resumed/skipped), and write "
+                    "OUT/report.md (merged tables, CLM-Bench Table 1/2 layout, geometry of zh/en/mix deltas) "
+                    "and OUT/experiment.json.")
+    p.add_argument("config", help="experiment YAML, or the name of a packaged one (clm_bench, clm_bench_layers, toy_clm)")
+    p.add_argument("--out", default=None, help="output directory (default runs/<experiment name>)")
+    p.add_argument("--only", action="append", default=None, metavar="SEL",
+                   help="select runs: key=v1,v2 (e.g. method=memit batch_size=1,10) or a run-name glob; repeatable")
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", dest="set_fields",
+                   help="replace a run field in every run, value in YAML syntax (e.g. model=/models/llama3 "
+                        "data=/data/clm_bench limit=20); repeatable")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their fields, run nothing")
+    p.add_argument("--no-analyze", action="store_true", help="skip the geometry analysis")
+    p.set_defaults(func=cmd_experiment)
+
 
 def cmd_eval(args) -> int:
     from .runner import run_eval, spec_from_args
@@ -145,4 +162,31 @@ def cmd_demo(args) -> int:
         torch.set_num_threads(1)
     run_demo(out=args.out, n=args.n, preset=args.preset, methods=methods, progress=not args.quiet,
              system_prompt=args.system_prompt, rebuild=args.rebuild, memory=args.memory)
+    return 0
+
+
+def parse_set(items) -> dict:
+    """``["k=v", ...]`` → mapping, values read as YAML (numbers, lists, true/false)."""
+    import yaml
+
+    from ..errors import DataError
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise DataError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        except yaml.YAMLError as e:
+            raise DataError(f"--set {item!r}: bad value: {e}") from None
+    return out
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """``xke experiment CONFIG``: run the grid (:func:`xke.eval.experiment.run_experiment`)."""
+    from .experiment import resolve_config, run_experiment
+
+    run_experiment(resolve_config(args.config), args.out, only=args.only, dry_run=args.dry_run,
+                   analyze=not args.no_analyze, overrides=parse_set(args.set_fields))
     return 0

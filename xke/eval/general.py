@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
 from ..config import ConfigError, from_dict, list_presets, load_preset
-from ..errors import DataError, XkeError
+from ..errors import DataError
 from .runner import ResumableSpec
 
 #: the packaged lm-eval task configs (templates whose data file xke fills in)
@@ -746,11 +746,10 @@ def plot_degradation(result: dict[str, Any], path: str | Path) -> Path:
     return p
 
 
-def load_general(path: str | Path) -> dict[str, Any]:
-    """``general.json`` of an ``xke general`` output directory (or the file)."""
-    p = Path(path).expanduser()
-    f = p / "general.json" if p.is_dir() else p
-    d = _read_json_file(f)
-    if d is None or "runs" not in d:
-        raise XkeError(f"{p}: no general.json of a finished xke general run")
-    return d
+def general_brief(spec: GeneralSpec, **kw) -> dict[str, Any]:
+    """:func:`run_general` in brief (the X-KDE recipe's eval stage): the base task average and, per run
+    (method, N edits), the task average, its change and the edits' locality."""
+    g = run_general(spec, progress=False, **kw)
+    return {"base_avg": g["base"]["avg"], "out": str(spec.out),
+            "runs": [{"method": r["method"], "n_edits": r["n_edits"], "avg": r["avg"], "delta_avg": r["delta_avg"],
+                      "locality": r["edits"]["locality"]} for r in g["runs"]]}

@@ -770,12 +770,29 @@ def _requests(spec: EvalSpec, cases: Sequence) -> list:
 
 
 def _final_records(spec: EvalSpec, results: ResultsFile) -> dict[str, dict[str, Any]]:
+    return _final_of(spec.protocol, results.records)
+
+
+def _final_of(protocol: str, records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     final: dict[str, dict[str, Any]] = {}
-    kind = "unit" if spec.protocol in ("single", "batch") else "final"
-    for r in results.of_type(kind):
-        for cr in r["results"]:
-            final[cr["case_id"]] = cr
+    kind = "unit" if protocol in ("single", "batch") else "final"
+    for r in records:
+        if r.get("type") == kind:
+            for cr in r["results"]:
+                final[cr["case_id"]] = cr
     return final
+
+
+def final_records(out: str | Path) -> dict[str, dict[str, Any]]:
+    """The per-case result records (``{"case_id", "queries": [{lang, kind, pred, em, ...}]}``) of the run in
+    ``out``, by case id, as its ``metrics.json`` aggregates them (read-only)."""
+    out = Path(out)
+    spec = _read_spec(out) or {}
+    f = out / "cases.jsonl"
+    if not f.exists():
+        raise XkeError(f"{out}: no cases.jsonl (is it an xke eval output directory?)")
+    lines = f.read_text(encoding="utf-8").splitlines()
+    return _final_of(str(spec.get("protocol", "single")), (json.loads(x) for x in lines if x.strip()))
 
 
 def _save_edited(spec: EvalSpec, lm) -> None:

@@ -48,8 +48,7 @@ class VectorIndex:
         self._ids = np.zeros((0,), dtype=np.int64)
         self._alive = np.zeros((0,), dtype=bool)
         self._pos: dict[int, int] = {}
-        self._faiss = None          # faiss index over rows [0, _faiss_n)
-        self._faiss_n = 0
+        self._faiss = None          # faiss HNSW index over every row of _vecs (built on first search)
 
     # --- contents --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -78,7 +77,6 @@ class VectorIndex:
             self._pos[i] = start + k
         if self._faiss is not None:
             self._faiss.add(v)
-            self._faiss_n = len(self._ids)
 
     def remove(self, ids: Sequence[int]) -> None:
         for i in ids:
@@ -94,7 +92,7 @@ class VectorIndex:
         self._vecs, self._ids = self._vecs[keep], self._ids[keep]
         self._alive = np.ones(len(keep), dtype=bool)
         self._pos = {int(i): k for k, i in enumerate(self._ids)}
-        self._faiss, self._faiss_n = None, 0
+        self._faiss = None
 
     def _build_faiss(self) -> None:
         import faiss
@@ -104,7 +102,7 @@ class VectorIndex:
         idx = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         idx.hnsw.efConstruction = self.ef_construction
         idx.add(self._vecs)
-        self._faiss, self._faiss_n = idx, len(self._ids)
+        self._faiss = idx
 
     # --- search ----------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .index import DEFAULT_FAISS_MIN, StoreIndex, VectorIndex
+from .index import DEFAULT_FAISS_MIN, StoreIndex
 from .store import EditStore, MemoryEdit
 
 RETRIEVER_KINDS = ("dense", "bm25")
@@ -211,12 +211,3 @@ def make_retriever(kind: str, store: EditStore, *, path: str | Path | None = Non
     if kind == "bm25":
         return BM25Retriever(store, **kw)
     raise ConfigError(f"unknown retriever {kind!r}; use one of {', '.join(RETRIEVER_KINDS)}")
-
-
-def top_k_similar(encoder: DenseEncoder, pool_texts: Sequence[str], queries: Sequence[str], k: int,
-                  pool_vecs: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
-    """Indices into ``pool_texts`` of the ``k`` texts most similar to each query (for IKE demonstrations)."""
-    vecs = pool_vecs if pool_vecs is not None else encoder.encode(list(pool_texts))
-    idx = VectorIndex(vecs.shape[1], faiss_min=10**12)
-    idx.add(list(range(len(vecs))), vecs)
-    return idx.search(encoder.encode(list(queries)), k)

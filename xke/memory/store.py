@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from ..data.schema import EditRequest
 from ..errors import DataError, XkeError
 
 SCHEMA = """
@@ -102,10 +103,16 @@ class MemoryEdit:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def from_request(cls, req: Any, *, batch: str | None = None) -> "MemoryEdit":
-        """From an :class:`xke.data.schema.EditRequest` (or anything with the same attributes)."""
+    def from_request(cls, req: EditRequest, *, batch: str | None = None) -> "MemoryEdit":
+        """The stored form of an :class:`xke.data.schema.EditRequest`."""
         return cls(lang=req.lang, prompt=req.prompt, target_new=req.target_new, subject=req.subject or "",
-                   target_old=req.target_old, case_id=getattr(req, "case_id", None), batch=batch)
+                   target_old=req.target_old, case_id=req.case_id, batch=batch)
+
+    def to_request(self) -> EditRequest:
+        """This stored edit as an :class:`xke.data.schema.EditRequest` (what methods and prompts read);
+        an edit stored without a case id gets ``case_id=""``."""
+        return EditRequest(case_id=self.case_id or "", lang=self.lang, prompt=self.prompt,
+                           target_new=self.target_new, subject=self.subject, target_old=self.target_old)
 
 
 def _row_to_edit(row: sqlite3.Row | tuple) -> MemoryEdit:

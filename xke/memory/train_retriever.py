@@ -50,9 +50,7 @@ class RetrieverTrainConfig:
     template_pairs_per_fact: int = 8
     #: hard-negative triples about invented people (built by the data's provider, e.g. the toy world): two
     #: question forms about one invented person and the same form about another; names the retriever has never
-    #: seen must decide too (default toy world, 100 held-out cases + 999 invented-person edits in memory, at the chosen threshold: locality
-    #: questions hitting an edit 22/8/37/57% (en->en/en->zh/zh->en/zh->zh) with 0 and 2 epochs / 4 pairs per
-    #: fact, 3-4% with 12000 and 4 / 8; reliability+generality hits 89-96%)
+    #: seen must decide too (docs/tuning.md has the locality figures with and without them)
     invented_triples: int = 12000
     max_pairs: int | None = None
     seed: int = 0

@@ -174,7 +174,7 @@ class ContextMethod(EditMethod):
         ids = self.memory.add_many([MemoryEdit.from_request(r, batch=self._stream) for r in requests])
         return ContextHandle(self, [], ids)
 
-    def descriptors_for(self, query: Query) -> list[MemoryEdit | EditRequest]:
+    def descriptors_for(self, query: Query) -> list[EditRequest]:
         """The edits that go in context for ``query`` (gold: the case's own; retrieve: top-k over threshold)."""
         if self.config.mode == "gold":
             reqs = [r for _, r in self._gold.get(query.case_id, [])]
@@ -182,7 +182,7 @@ class ContextMethod(EditMethod):
                 return reqs
             same = [r for r in reqs if r.lang == query.lang]
             return [same[0] if same else reqs[0]]
-        return [h.edit for h in self.retrieve(query.prompt)]
+        return [h.edit.to_request() for h in self.retrieve(query.prompt)]
 
     def retrieve(self, text: str) -> list[Hit]:
         gen = self.memory.generation()
@@ -196,12 +196,12 @@ class ContextMethod(EditMethod):
     def prompt(self, query: Query) -> str:
         return self.prompt_for(query, self.descriptors_for(query))
 
-    def prompt_for(self, query: Query, edits: Sequence[MemoryEdit | EditRequest]) -> str:
+    def prompt_for(self, query: Query, edits: Sequence[EditRequest]) -> str:
         """The full prompt for ``query`` with exactly ``edits`` in context (none: the plain question)."""
         if not edits:
             return self.formatter.format(query.prompt, query.style)
         return self.formatter.format(self.render(edits, query), query.style)
 
-    def render(self, edits: Sequence[MemoryEdit | EditRequest], query: Query) -> str:
+    def render(self, edits: Sequence[EditRequest], query: Query) -> str:
         """The user message with ``edits`` in context for ``query`` (edits is never empty)."""
         raise NotImplementedError

@@ -1,20 +1,18 @@
 """IKE (in-context knowledge editing): demonstrations, then the new fact, then the query.
 
-Each demonstration is built from a training pair (a pool of edit cases) and is
-one of three kinds, in rotation by rank:
+The prompt is :func:`xke.prompts.ike_prompt`. Each demonstration is built from a
+training pair (a pool of edit cases) and is one of three kinds, in rotation by rank:
 
-- copy:   ``New Fact: {p} {t}\\nPrompt: {p'} {t'}``    (the same question)
-- update: ``New Fact: {p} {t}\\nPrompt: {paraphrase'} {t'}``
-- retain: ``New Fact: {p} {t}\\nPrompt: {unrelated'} {its own answer'}``
+- copy:   the pool fact, then the same question with its new answer;
+- update: the pool fact, then a paraphrase with its new answer;
+- retain: the pool fact, then an unrelated question with its own answer;
 
-where ``p t`` is the pool fact in the edit's (source) language and the primed
-parts are in the query's language (``demo_query_lang: query``; ``source``
-keeps them in the source language). The ``k`` pool facts most similar to the
-new fact (sentence-embedding cosine with the dense retriever's encoder; BM25
-when no encoder is configured) are used, least similar first. Then::
-
-    New Fact: {source prompt} {source new answer}
-    Prompt: {query}
+where the pool fact is in the edit's (source) language and the questions are
+in the query's language (``demo_query_lang: query``; ``source`` keeps them in
+the source language). The ``k`` pool facts most similar to the new fact
+(sentence-embedding cosine with the dense retriever's encoder; BM25 when no
+encoder is configured) are used, least similar first. Then the new fact in
+the source language and the query.
 
 The new fact carries the source-language answer only: the target-language
 answer of the edited case never enters the context (Bi-ZsRE's cross-lingual
@@ -33,8 +31,8 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ..config import ConfigError
-from ..data.languages import uses_spaces
-from ..data.schema import EditCase, Query
+from ..data.schema import EditCase, EditRequest, Query
+from ..prompts import ike_demonstration, ike_fact, ike_prompt
 from .base import register_method
 from .context import ContextConfig, ContextMethod
 
@@ -58,11 +56,6 @@ class IKEConfig(ContextConfig):
         super().validate()
         if self.k < 0:
             raise ConfigError(f"k must be ≥ 0, got {self.k}")
-
-
-def _fact(prompt: str, target: str, lang: str) -> str:
-    """``prompt`` and its answer as one line: a space between them in spaced languages, none in zh/ja/th."""
-    return prompt.rstrip() + (" " if uses_spaces(lang) else "") + target.strip()
 
 
 @register_method
@@ -100,7 +93,8 @@ class IKE(ContextMethod):
         pool = self.pool()
         if src_lang not in self._pool_vecs:
             idx = [i for i, c in enumerate(pool) if src_lang in c.views]
-            texts = [_fact(pool[i].views[src_lang].prompt, pool[i].views[src_lang].target_new, src_lang) for i in idx]
+            views = [pool[i].views[src_lang] for i in idx]
+            texts = [ike_fact(v.prompt, v.target_new, src_lang) for v in views]
             enc = self.encoder()
             if enc is not None:
                 self._pool_vecs[src_lang] = (idx, ("dense", enc, enc.encode(texts) if texts else None))
@@ -125,19 +119,19 @@ class IKE(ContextMethod):
         order = np.argsort(-np.asarray(sims), kind="stable")
         return [idx[j] for j in order if pool[idx[j]].case_id not in exclude]
 
-    def demonstrations(self, edit, query: Query) -> list[str]:
+    def demonstrations(self, edit: EditRequest, query: Query) -> list[str]:
         """The demonstrations for an edit (source language ``edit.lang``) and a query language."""
         k = self.config.k
         if k == 0:
             return []
         t_lang = query.lang if self.config.demo_query_lang == "query" else edit.lang
-        key = (edit.lang, edit.prompt, edit.target_new, t_lang, getattr(edit, "case_id", None))
+        key = (edit.lang, edit.prompt, edit.target_new, t_lang, edit.case_id)
         if key in self._demo_cache:
             return self._demo_cache[key]
-        exclude = {str(edit.case_id)} if getattr(edit, "case_id", None) is not None else set()
+        exclude = {edit.case_id} if edit.case_id else set()
         demos: list[str] = []
         pool = self.pool()
-        for i in self._ranked(edit.lang, _fact(edit.prompt, edit.target_new, edit.lang), exclude):
+        for i in self._ranked(edit.lang, ike_fact(edit.prompt, edit.target_new, edit.lang), exclude):
             c = pool[i]
             if t_lang not in c.views:
                 continue
@@ -148,12 +142,12 @@ class IKE(ContextMethod):
             if kind == "retain" and not (t.locality_prompt and t.locality_answer):
                 kind = "copy"
             if kind == "copy":
-                q = _fact(t.prompt, t.target_new, t_lang)
+                q = ike_fact(t.prompt, t.target_new, t_lang)
             elif kind == "update":
-                q = _fact(t.paraphrases[0], t.target_new, t_lang)
+                q = ike_fact(t.paraphrases[0], t.target_new, t_lang)
             else:
-                q = _fact(t.locality_prompt, t.locality_answer, t_lang)
-            demos.append(f"New Fact: {_fact(s.prompt, s.target_new, edit.lang)}\nPrompt: {q}")
+                q = ike_fact(t.locality_prompt, t.locality_answer, t_lang)
+            demos.append(ike_demonstration(ike_fact(s.prompt, s.target_new, edit.lang), q))
             if len(demos) == k:
                 break
         demos.reverse()  # most similar nearest to the query
@@ -162,7 +156,6 @@ class IKE(ContextMethod):
         self._demo_cache[key] = demos
         return demos
 
-    def render(self, edits: Sequence, query: Query) -> str:
+    def render(self, edits: Sequence[EditRequest], query: Query) -> str:
         demos = self.demonstrations(edits[0], query)
-        facts = "\n".join(f"New Fact: {_fact(e.prompt, e.target_new, e.lang)}" for e in edits)
-        return "\n\n".join([*demos, f"{facts}\nPrompt: {query.prompt}"])
+        return ike_prompt(demos, [ike_fact(e.prompt, e.target_new, e.lang) for e in edits], query.prompt)

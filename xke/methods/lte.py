@@ -1,40 +1,17 @@
 """LTE (Learning to Edit) inference: edits as "updated information" before the question.
 
-LTE's prompt::
-
-    Please acknowledge the updated information provided below and respond to the
-    subsequent question.
-
-    [Updated Information]:
-    {facts}
-
-    [Question]:
-    {question}
-
-with one fact ``"{prompt} {new answer}"`` per line, numbered ``"1. …"`` when
-there are several. LTE itself always put its top retrieved fact in context;
-xke applies the similarity threshold (``threshold: null`` restores LTE's
-behaviour).
+The prompt is :func:`xke.prompts.lte_prompt`: LTE's instruction, the
+``[Updated Information]`` block with one fact ``"{prompt} {new answer}"`` per
+line (numbered when there are several), then ``[Question]``. LTE itself always
+put its top retrieved fact in context; xke applies the similarity threshold
+(``threshold: null`` restores LTE's behaviour).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
+from ..prompts import lte_prompt
 from .base import register_method
 from .context import ContextMethod
-from .xkde import format_facts
-
-LTE_INSTRUCTION = ("Please acknowledge the updated information provided below and respond to the "
-                   "subsequent question.")
-
-
-def lte_prompt(descriptors: Sequence[tuple[str, str]], question: str) -> str:
-    """The LTE user message; the bare question when there is no descriptor."""
-    descriptors = list(descriptors)
-    if not descriptors:
-        return question
-    return f"{LTE_INSTRUCTION}\n\n[Updated Information]:\n{format_facts(descriptors)}\n\n[Question]:\n{question}"
 
 
 @register_method

@@ -1,9 +1,8 @@
 """Per-architecture module names: the one table weight-editing methods read.
 
 Each entry names, with ``{}`` standing for the layer index, the decoder
-layer, its MLP, the MLP's output (down) projection, the MLP's input (first)
-projection, the attention block and its output projection, plus the final
-norm, the LM head and the embeddings.
+layers, one decoder layer, its MLP, the MLP's output (down) projection and
+the attention output projection, plus the final norm.
 
 To add an architecture, add an :class:`ArchSpec` to ``ARCHITECTURES`` under
 its ``config.model_type`` (print ``model`` to see the module names).
@@ -20,36 +19,22 @@ from ..errors import ModelError
 
 @dataclass(frozen=True)
 class ArchSpec:
+    """Module names of one architecture that xke's editors and analyses use (``{}``: the layer index)."""
+
     layers: str           # the ModuleList of decoder layers
     layer: str            # one decoder layer
     mlp: str              # the MLP block
     mlp_out: str          # the MLP's output projection (rank-one edits target its weight)
-    mlp_in: str           # the MLP's first projection
-    attn: str             # the attention block
     attn_out: str         # the attention output projection
     final_norm: str
-    lm_head: str
-    embed: str
-    #: whether mlp_out is a transformers ``Conv1D`` (weight is [in, out] instead of [out, in])
-    conv1d: bool = False
 
 
 _LLAMA_LIKE = ArchSpec(
     layers="model.layers", layer="model.layers.{}", mlp="model.layers.{}.mlp",
-    mlp_out="model.layers.{}.mlp.down_proj", mlp_in="model.layers.{}.mlp.gate_proj",
-    attn="model.layers.{}.self_attn", attn_out="model.layers.{}.self_attn.o_proj",
-    final_norm="model.norm", lm_head="lm_head", embed="model.embed_tokens",
+    mlp_out="model.layers.{}.mlp.down_proj", attn_out="model.layers.{}.self_attn.o_proj", final_norm="model.norm",
 )
 
-#: Phi-3 fuses the MLP's gate and up projections into one ``gate_up_proj`` (its input projection)
-_PHI3 = ArchSpec(
-    layers="model.layers", layer="model.layers.{}", mlp="model.layers.{}.mlp",
-    mlp_out="model.layers.{}.mlp.down_proj", mlp_in="model.layers.{}.mlp.gate_up_proj",
-    attn="model.layers.{}.self_attn", attn_out="model.layers.{}.self_attn.o_proj",
-    final_norm="model.norm", lm_head="lm_head", embed="model.embed_tokens",
-)
-
-#: Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3, Gemma 1/2/3 (text), OLMo 2 share these names. Gemma 2/3 and
+#: Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3, Gemma 1/2/3 (text), OLMo 2 and Phi-3 share these names. Gemma 2/3 and
 #: OLMo 2 normalise the MLP's output before adding it to the residual stream (post_feedforward_layernorm):
 #: the rank-one edit still sets the down projection's output, the residual sees its normalised value.
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -61,18 +46,15 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "gemma2": _LLAMA_LIKE,
     "gemma3_text": _LLAMA_LIKE,
     "olmo2": _LLAMA_LIKE,
-    "phi3": _PHI3,
+    "phi3": _LLAMA_LIKE,
     "gpt2": ArchSpec(
         layers="transformer.h", layer="transformer.h.{}", mlp="transformer.h.{}.mlp",
-        mlp_out="transformer.h.{}.mlp.c_proj", mlp_in="transformer.h.{}.mlp.c_fc",
-        attn="transformer.h.{}.attn", attn_out="transformer.h.{}.attn.c_proj",
-        final_norm="transformer.ln_f", lm_head="lm_head", embed="transformer.wte", conv1d=True,
+        mlp_out="transformer.h.{}.mlp.c_proj", attn_out="transformer.h.{}.attn.c_proj", final_norm="transformer.ln_f",
     ),
     "gpt_neox": ArchSpec(
         layers="gpt_neox.layers", layer="gpt_neox.layers.{}", mlp="gpt_neox.layers.{}.mlp",
-        mlp_out="gpt_neox.layers.{}.mlp.dense_4h_to_h", mlp_in="gpt_neox.layers.{}.mlp.dense_h_to_4h",
-        attn="gpt_neox.layers.{}.attention", attn_out="gpt_neox.layers.{}.attention.dense",
-        final_norm="gpt_neox.final_layer_norm", lm_head="embed_out", embed="gpt_neox.embed_in",
+        mlp_out="gpt_neox.layers.{}.mlp.dense_4h_to_h", attn_out="gpt_neox.layers.{}.attention.dense",
+        final_norm="gpt_neox.final_layer_norm",
     ),
 }
 
@@ -130,12 +112,3 @@ def get_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
         stem = name.rsplit(".", 1)[0]
         near = [n for n in names if n.startswith(stem)][:10] or names[:10]
         raise ModelError(f"model has no module named {name!r}; nearby names: {near}") from None
-
-
-def layer_module_name(model: torch.nn.Module, template_field: str, layer: int) -> str:
-    """Resolve a table entry (e.g. ``"mlp_out"``) for ``layer``, checking the layer index."""
-    spec = arch_spec(model)
-    n = num_layers(model)
-    if not 0 <= layer < n:
-        raise ModelError(f"layer {layer} out of range: model has {n} layers (0..{n - 1})")
-    return getattr(spec, template_field).format(layer)

@@ -69,7 +69,7 @@ class ChatService:
             with self._lock:
                 hits = list(self.method.retrieve(text))
         query = Query(case_id="", lang=lang, kind="chat", prompt=text, target="")
-        return Prepared(self.method.prompt_for(query, [h.edit for h in hits]), hits, lang)
+        return Prepared(self.method.prompt_for(query, [h.edit.to_request() for h in hits]), hits, lang)
 
     def info(self) -> dict[str, Any]:
         cfg = self.method.config

@@ -142,10 +142,10 @@ def cmd_xeit(args) -> int:
 
 
 def cmd_tlpo(args) -> int:
-    from .sampling import sample_for_rows, select_prompts
-    from .scorers import build_scorer, score_records
-    from .importers import load_xeit_rows
-    from .tlpo import make_pairs_dir, train_tlpo
+    """``xke train tlpo``: the recipe's TL-PO stages (:func:`xke.train.recipe.tlpo_stages`) on ``--model``,
+    prompts from ``--data`` (or existing ``--pairs``); resumable like the recipe (stage markers in ``--out``)."""
+    from ..errors import ConfigError
+    from .recipe import TLPO_STAGES, Stages, tlpo_stages
 
     ov: dict = {}
     if args.algo:
@@ -158,25 +158,37 @@ def cmd_tlpo(args) -> int:
         elif args.scorer.startswith("seq2seq:"):
             ov["scoring"] = {"kind": "seq2seq", "path": args.scorer.split(":", 1)[1]}
         else:
-            from ..errors import ConfigError
-
             raise ConfigError(f"--scorer {args.scorer!r}: use light or seq2seq:PATH")
     cfg = _cfg(args, ov)
     _threads(cfg)
+    if not args.pairs and not args.data:
+        raise ConfigError("xke train tlpo: give --data (prompts to sample from) or --pairs (existing pairs)")
     out = Path(args.out)
-    pairs_dir = Path(args.pairs) if args.pairs else out / "pairs"
-    if not args.pairs:
-        if not args.data:
-            from ..errors import ConfigError
+    out.mkdir(parents=True, exist_ok=True)
+    from ..fsutil import hash_path
 
-            raise ConfigError("xke train tlpo: give --data (prompts to sample from) or --pairs (existing pairs)")
-        rows = select_prompts(load_xeit_rows(args.data)[0], cfg.sampling)
-        recs = sample_for_rows(args.model, rows, cfg.sampling, out / "samples.jsonl", system_prompt=cfg.system_prompt)
-        score_records(recs, build_scorer(cfg.scoring), cfg.scoring.sample_lang)
-        print(json.dumps(make_pairs_dir(recs, pairs_dir, cfg.tlpo), indent=2))
-    m = train_tlpo(args.model, pairs_dir, out / "model", cfg.tlpo, system_prompt=cfg.system_prompt)
-    print(json.dumps({k: v for k, v in m.items() if k != "config"}, indent=2))
+    # a rerun into the same --out skips what is done, unless the model folder or the prompts changed
+    deps = {"model_files": _files_stamp(args.model)}
+    if not args.pairs:
+        deps["data"] = {"path": str(args.data), "sha256": hash_path(args.data)}
+
+    def rows():
+        from .importers import load_xeit_rows
+
+        return load_xeit_rows(args.data)[0]
+
+    res = tlpo_stages(Stages(out, names=TLPO_STAGES), args.model, rows, out, cfg, pairs=args.pairs, extra_deps=deps)
+    if "pairs" in res:
+        print(json.dumps(res["pairs"], indent=2))
+    print(json.dumps({k: v for k, v in res["tlpo"].items() if k != "config"}, indent=2))
     return 0
+
+
+def _files_stamp(model: str) -> list[str]:
+    """Name, size and modification time of the files of a local model folder (empty for a built-in name)."""
+    p = Path(model).expanduser()
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else []
+    return [f"{f.relative_to(p)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
 
 
 def cmd_xkde(args) -> int:

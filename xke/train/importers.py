@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, XkeError
+from ..prompts import UPDATED_INFORMATION
 
 #: ShareGPT "from" -> chat role
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -143,7 +144,7 @@ def fill_row_metadata(row: dict, index: int) -> dict:
     rid = row.get("id", index)
     out = {"id": rid, "fact_id": row.get("fact_id", rid), "tgt_lang": row.get("tgt_lang", lang),
            "src_lang": row.get("src_lang", lang), "section": row.get("section", "imported"),
-           "scope": row.get("scope", "imported"), "with_edit": row.get("with_edit", "[Updated Information]" in user),
+           "scope": row.get("scope", "imported"), "with_edit": row.get("with_edit", UPDATED_INFORMATION in user),
            "imported": True}
     return {**row, **out}
 

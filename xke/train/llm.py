@@ -49,7 +49,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -561,7 +561,3 @@ def make_steps(cfg: LLMConfig, *, seed: int = 0, client: Any = None):
     if cfg.backend == "offline":
         return OfflineSteps(seed)
     return LLMSteps(LLMClient(cfg, client=client))
-
-
-def config_dict(cfg: LLMConfig) -> dict[str, Any]:
-    return asdict(cfg)

@@ -12,7 +12,11 @@ Layout of ``DIR``::
     xeit/        the XE-IT model + xeit_metrics.json
     samples.jsonl scored.jsonl pairs/{train,validation}.jsonl
     model/       the final X-KDE model (after TL-PO) + README.md (model card)
-    eval.json    measured metrics (held-out world edits, or held-out XE-IT rows)
+    eval/        ``xke eval --method xkde`` runs (:mod:`xke.eval.pairs`) on ``eval/heldout.jsonl``: held-out
+                 world edits, or the validation facts as edit cases
+    eval.json    their exact match per model, edit -> test pair and query kind
+
+``xke train tlpo`` runs stages 3-6 alone (:func:`tlpo_stages`) with the same markers.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..config import from_dict, load_preset, read_yaml
 from ..data.languages import parse_langs
@@ -37,11 +41,14 @@ from .xeit import XeitConfig
 from .xeit_data import DataConfig
 
 STAGES = ("data", "xeit", "sample", "score", "pairs", "tlpo", "eval")
+#: the TL-PO stages (``xke train tlpo`` runs these alone)
+TLPO_STAGES = ("sample", "score", "pairs", "tlpo")
 
 
 @dataclass
 class EvalConfig:
-    """Measured at the end of the recipe (held-out world edits when the source is a world)."""
+    """Measured at the end of the recipe through ``xke eval --method xkde`` (:mod:`xke.eval.pairs`): held-out
+    world edits when the source is a world, else the validation facts as edit cases."""
 
     n_cases: int = 100
     #: world source: cases per person/company (``World.counterfactual_cases(per_subject=)``); None: the
@@ -50,7 +57,6 @@ class EvalConfig:
     edit_langs: list[str] | None = None      # default: the data languages
     test_langs: list[str] | None = None
     max_new_tokens: int = 24
-    batch_size: int = 32
     #: world source: also evaluate the final model in retrieve mode (``xke eval --method xkde --mode retrieve``,
     #: ``threshold: auto``), each case's edit stored among N edits about invented people, for each N here
     retrieve_distractors: list[int] = field(default_factory=list)
@@ -125,10 +131,11 @@ def _hash(obj: Any) -> str:
 class Stages:
     """Markers ``.done-<stage>.json`` with a hash chained through the stages."""
 
-    def __init__(self, out: Path, log=print):
+    def __init__(self, out: Path, log=print, names: Sequence[str] = STAGES):
         self.out = out
         self.log = log
         self.prev = ""
+        self.names = tuple(names)
 
     def run(self, name: str, deps: Any, fn, *, force: bool = False):
         h = _hash({"deps": deps, "prev": self.prev})
@@ -142,7 +149,7 @@ class Stages:
                     return m.get("result")
             except ValueError:
                 pass
-        self.log(f"[{name}] running (stage {STAGES.index(name) + 1} of {len(STAGES)})")
+        self.log(f"[{name}] running (stage {self.names.index(name) + 1} of {len(self.names)})")
         t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
         rec = {"hash": h, "result": result, "seconds": round(time.perf_counter() - t0, 2),
@@ -167,186 +174,68 @@ def stage_times(out: Path) -> dict[str, dict]:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def greedy_answers(model, tok, user_texts: Sequence[str], *, max_new_tokens: int = 24, batch_size: int = 32,
-                   system_prompt: str | None = None, thinking: bool = False) -> list[str]:
-    """Greedy answers to user messages rendered with the model's chat template (stops at end of turn;
-    reasoning mode off unless ``thinking``)."""
-    from .importers import with_system
+def heldout_cases(sources: Sequence[Any], cfg: RecipeConfig, path: Path, langs: Sequence[str]) -> int:
+    """Write the edit cases the recipe evaluates on to ``path`` (xke edit JSONL); returns how many.
 
-    import torch
-
-    from .sampling import end_token_ids
-
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    stops = end_token_ids(tok)
-    dev = next(model.parameters()).device
-    model.eval()
-    from ..models.prompts import chat_kwargs
-
-    texts = [tok.apply_chat_template(with_system([{"role": "user", "content": u}], system_prompt), tokenize=False,
-                                     add_generation_prompt=True, **chat_kwargs(thinking)) for u in user_texts]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = [""] * len(texts)
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
-        with torch.inference_mode():
-            res = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stops,
-                                 pad_token_id=tok.pad_token_id)
-        dec = tok.batch_decode(res[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for i, d in zip(idx, dec):
-            out[i] = d.split("\n")[0].strip()
-    return out
-
-
-def world_heldout_eval(model_spec: str, source: Any, edit_langs: Sequence[str],
-                       test_langs: Sequence[str], *, n_cases: int = 100, per_subject: int | None = None,
-                       max_new_tokens: int = 24, batch_size: int = 32) -> dict[str, Any]:
-    """Gold-mode X-KDE on held-out world edits: exact match of generated answers.
-
-    For each edit language s and test language t: reliability (edit question
-    in t), generality (held-out question forms in t), portability (two-hop
-    through the new value), locality (an unrelated question with the edit in
-    context must keep the model's own answer without it). Also counts
-    wrong-script / wrong-format reliability answers (:func:`form_errors`).
-    ``source`` is the XE-IT source that has held-out cases (:func:`heldout_source`); ``per_subject`` is passed
-    to its ``heldout_cases`` (None: the world's default).
-    """
-    from ..methods.xkde import xkde_prompt
-    from ..models.loading import load_model
-    from .scorers import form_errors
-
-    lm = load_model(str(model_spec), device="auto")
-    model, tok = lm.model, lm.tokenizer
-    cases = source.heldout_cases(per_subject)[:n_cases]
-    if not cases:
-        raise XkeError(f"{source}: the world has no held-out cases")
-    res: dict[str, Any] = {"n_cases": len(cases), "per_subject": per_subject, "pairs": {}}
-    # pre-edit answers to locality questions (no descriptor), once per test language
-    pre = {}
-    for t in test_langs:
-        pre[t] = greedy_answers(model, tok, [c.view(t).locality_prompt for c in cases],
-                                max_new_tokens=max_new_tokens, batch_size=batch_size)
-    for s in edit_langs:
-        for t in test_langs:
-            jobs: list[tuple[str, int, str, str]] = []  # kind, case index, user text, reference
-            for i, c in enumerate(cases):
-                vs, vt = c.view(s), c.view(t)
-                d = [(vs.prompt, vs.target_new)]
-                jobs.append(("reliability", i, xkde_prompt(d, vt.prompt, t), vt.target_new))
-                for p in vt.paraphrases[:2]:
-                    jobs.append(("generality", i, xkde_prompt(d, p, t), vt.target_new))
-                if vt.portability_prompt and vt.portability_answer:
-                    jobs.append(("portability", i, xkde_prompt(d, vt.portability_prompt, t), vt.portability_answer))
-                jobs.append(("locality", i, xkde_prompt(d, vt.locality_prompt, t), pre[t][i]))
-            answers = greedy_answers(model, tok, [j[2] for j in jobs], max_new_tokens=max_new_tokens,
-                                     batch_size=batch_size)
-            agg: dict[str, list[float]] = {}
-            form = {"wrong_script": 0, "year_format": 0, "any": 0}
-            examples = []
-            for (kind, i, _, ref), a in zip(jobs, answers):
-                agg.setdefault(kind, []).append(float(a.strip() == ref.strip()))
-                if kind == "reliability":
-                    errs = form_errors(a, ref, t)
-                    for e in errs:
-                        form[e] += 1
-                    form["any"] += bool(errs)
-                    if len(examples) < 3:
-                        examples.append({"ref": ref, "answer": a})
-            block = {k: round(100 * sum(v) / len(v), 2) for k, v in agg.items()}
-            block["form_errors"] = form
-            block["examples"] = examples
-            res["pairs"][f"{s}->{t}"] = block
-    return res
-
-
-def world_retrieve_eval(model_spec: str, source: Any, edit_langs: Sequence[str],
-                        test_langs: Sequence[str], out: str | Path, *, n_distractors: int, n_cases: int = 100,
-                        per_subject: int | None = None, max_new_tokens: int = 24) -> dict[str, Any]:
-    """Retrieve-mode X-KDE on held-out world edits through the evaluation runner (single protocol): each
-    case's edit is stored in a memory that already holds ``n_distractors`` edits about invented people
-    (the source's ``distractor_edits``), the source's retriever picks what goes in context (``threshold: auto``).
-    Returns exact match per edit -> test language and query kind, in :func:`world_heldout_eval`'s shape."""
+    A source with held-out cases (:func:`heldout_source`; the toy world's: its held-out counterfactual cases,
+    ``eval.per_subject``; held-out entities never enter the training data). Other sources: the facts the
+    data stage put in ``validation.jsonl`` (``data.val_fraction``), as edit cases, those with a view in every
+    language of ``langs``. The first ``eval.n_cases`` either way."""
     from ..data.loaders import write_jsonl
-    from ..eval.runner import run_eval
-    from ..models.loading import load_model
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    retriever = source.retriever()   # trained when missing: this evaluation retrieves
-    w = source
-    cases = source.heldout_cases(per_subject)[:n_cases]
-    data = write_jsonl(out / "heldout.jsonl", cases)
-    res: dict[str, Any] = {"n_cases": len(cases), "n_edits_in_memory": n_distractors + 1, "pairs": {}}
-    lm = load_model(str(model_spec))   # once for every edit language
-    for s in edit_langs:
-        spec = distractor_memory_spec(str(model_spec), w, retriever, data, out, s, test_langs, n_distractors,
-                                      max_new_tokens=max_new_tokens)
-        m = run_eval(spec, loaded=lm, progress=False)
-        for t in test_langs:
-            res["pairs"][f"{s}->{t}"] = {k: v["em"] for k, v in m["by_test_lang"][t].items()}
-    return res
+    held = heldout_source(sources)
+    if held is not None:
+        cases = held.heldout_cases(cfg.eval.per_subject)
+        if not cases:
+            raise XkeError(f"{held}: the world has no held-out cases")
+    else:
+        from .sources import xeit_inputs
+        from .xeit_data import is_validation
+
+        facts, _ = xeit_inputs(sources, cfg.data, options=cfg.source_options)
+        cases = [_fact_case(f) for f in facts if is_validation(f.fact_id, cfg.data.val_fraction, cfg.data.seed)
+                 and all(lang in f.views for lang in langs)]
+    cases = cases[:cfg.eval.n_cases]
+    write_jsonl(path, cases)
+    return len(cases)
 
 
-def distractor_memory_spec(model_spec: str, world, retriever: str | Path, data: str | Path, out: str | Path,
-                           edit_lang: str, test_langs: Sequence[str], n_distractors: int, *,
-                           max_new_tokens: int = 24, method: str = "xkde"):
-    """The ``xke eval`` spec of retrieve-mode ``method`` over a fresh edit memory ``OUT/memory-L-N.sqlite``
-    holding ``n_distractors`` edits about invented people in ``edit_lang`` (``World.distractor_edits``): each
-    case's own edit joins them while it is evaluated (so the memory holds N + 1), ``threshold: auto``.
-    Results go to ``OUT/L-N``."""
-    from ..eval.runner import EvalSpec
-    from ..memory.store import EditStore, edit_from_dict
+def _fact_case(fact):
+    """A training :class:`~xke.train.sources.Fact` as an edit case: its edit, its other phrasings (generality),
+    its first unrelated question (locality) and derived question (portability), per language."""
+    from ..data.schema import EditCase, LangView
 
-    out = Path(out)
-    mem = out / f"memory-{edit_lang}-{n_distractors}.sqlite"
-    for old in out.glob(mem.name + "*"):   # rebuilt every time: a crash mid-case can leave that case's edit
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    store = EditStore(mem)
-    store.add_many([edit_from_dict(d) for d in world.distractor_edits(n_distractors, edit_lang)])
-    store.close()
-    return EvalSpec(model=str(model_spec), out=str(out / f"{edit_lang}-{n_distractors}"), method=method,
-                    data=str(data), edit_lang=edit_lang, test_langs=list(test_langs), mode="retrieve",
-                    max_new_tokens=max_new_tokens, method_overrides={"memory_path": str(mem), "threshold": "auto",
-                                                                     "retriever_path": str(retriever)})
+    views = {}
+    for lang, v in fact.views.items():
+        loc = v.unrelated[0] if v.unrelated else (None, None)
+        port = v.portability[0] if v.portability else (None, None)
+        views[lang] = LangView(subject=v.subject, prompt=v.prompt, target_new=v.target_new, target_old=v.target_old,
+                               paraphrases=list(v.queries), locality_prompt=loc[0], locality_answer=loc[1],
+                               portability_prompt=port[0], portability_answer=port[1], style=v.style)
+    return EditCase(case_id=fact.fact_id, views=views, meta=dict(fact.meta))
 
 
-def general_eval(model_spec: str, world_dir: Path | None, ecfg: EvalConfig, out: Path,
-                 test_langs: Sequence[str]) -> dict[str, Any]:
-    """General ability of the final model (``xke general``) before and after ``ecfg.general_edits`` edits of
-    each of ``ecfg.general_methods``: the task average and its change, and the edits' locality, per run."""
-    from ..eval.general import GeneralSpec, run_general
+def heldout_source(sources: Sequence[Any]) -> Any | None:
+    """The first source that provides held-out edit cases for the evaluation (a provider-made source with
+    ``heldout_cases``, ``distractor_edits`` and ``retriever``, e.g. the toy world's), else None."""
+    return next((s for s in sources if callable(getattr(s, "heldout_cases", None))), None)
 
-    spec = GeneralSpec(model=str(model_spec), out=str(out), methods=list(ecfg.general_methods),
+
+def _distractors(source: Any, edit_langs: Sequence[str], n: int) -> dict[str, Any]:
+    """The retrieve-mode inputs from ``source``: ``n`` edits about invented people per edit language
+    (its ``distractor_edits``) and its retriever (trained first if missing: this evaluation retrieves)."""
+    return {"distractors": {s: source.distractor_edits(n, s) for s in edit_langs}, "retriever": source.retriever()}
+
+
+def general_spec(model_spec: str, world_dir: Path | None, ecfg: EvalConfig, out: Path, test_langs: Sequence[str]):
+    """The ``xke general`` spec of the recipe's eval stage: the final model before and after
+    ``ecfg.general_edits`` edits of each of ``ecfg.general_methods``."""
+    from ..eval.general import GeneralSpec
+
+    return GeneralSpec(model=str(model_spec), out=str(out), methods=list(ecfg.general_methods),
                        n_edits=list(ecfg.general_edits), test_langs=list(test_langs),
                        world_dir=str(world_dir) if world_dir is not None else None,
                        **({"tasks": list(ecfg.general_tasks)} if ecfg.general_tasks is not None else {}))
-    g = run_general(spec, progress=False)
-    return {"base_avg": g["base"]["avg"], "out": str(out),
-            "runs": [{"method": r["method"], "n_edits": r["n_edits"], "avg": r["avg"], "delta_avg": r["delta_avg"],
-                      "locality": r["edits"]["locality"]} for r in g["runs"]]}
-
-
-def rows_eval(model_spec: str, rows: list[dict], *, max_new_tokens: int = 24, batch_size: int = 32,
-              limit: int = 400, system_prompt: str | None = None) -> dict[str, Any]:
-    """Exact match on held-out XE-IT rows, per section x scope x descriptor (non-world sources)."""
-    from ..models.loading import load_model
-    from .scorers import form_errors
-
-    lm = load_model(str(model_spec), device="auto")
-    rows = [r for r in rows if r["kind"] != "long"][:limit]
-    answers = greedy_answers(lm.model, lm.tokenizer, [r["messages"][0]["content"] for r in rows],
-                             max_new_tokens=max_new_tokens, batch_size=batch_size, system_prompt=system_prompt)
-    agg: dict[str, list[float]] = {}
-    form = 0
-    for r, a in zip(rows, answers):
-        key = f"{r['section']}/{r['scope']}/{'with' if r['with_edit'] else 'without'}"
-        agg.setdefault(key, []).append(float(a.strip() == r["reference"].strip()))
-        form += bool(form_errors(a, r["reference"], r["tgt_lang"]))
-    return {"rows": len(rows), "em": {k: round(100 * sum(v) / len(v), 2) for k, v in agg.items()},
-            "form_errors": form}
 
 
 # ----------------------------------------------------------------------------- model card
@@ -354,14 +243,14 @@ def rows_eval(model_spec: str, rows: list[dict], *, max_new_tokens: int = 24, ba
 
 def write_model_card(out: Path, *, model: str, sources: Sequence[str], cfg: RecipeConfig, results: dict[str, Any]
                      ) -> Path:
+    from ..prompts import XKDE_TEMPLATE
+
     lines = [f"# X-KDE model trained with xke", "",
              f"- base model: `{model}`", f"- sources: {', '.join(f'`{s}`' for s in sources)}",
              f"- languages: {', '.join(cfg.data.langs)}",
              f"- recipe: XE-IT (SFT, answer-only loss) then TL-PO ({cfg.tlpo.algo.upper()}, beta {cfg.tlpo.beta})",
-             "", "Prompt (training and inference, `xke.methods.xkde.xkde_prompt`):", "", "```",
-             "Please acknowledge the updated information provided below and respond to the subsequent query in "
-             "{Language}.", "", "[Updated Information]:", "{source question} {source new answer}", "",
-             "[Query]:", "{question}", "```", "", "Use: `xke eval --model DIR --method xkde ...`.", ""]
+             "", "Prompt (training and inference, `xke.prompts.xkde_prompt`):", "", "```",
+             *XKDE_TEMPLATE.split("\n"), "```", "", "Use: `xke eval --model DIR --method xkde ...`.", ""]
     data = results.get("data") or {}
     if data.get("table8"):
         from .xeit_data import format_table8
@@ -375,7 +264,9 @@ def write_model_card(out: Path, *, model: str, sources: Sequence[str], cfg: Reci
     if results.get("pairs"):
         lines += ["## Preference pairs", "", "```json", json.dumps(results["pairs"], indent=2), "```", ""]
     if results.get("eval"):
-        lines += ["## Measured (exact match of generated answers, %)", ""]
+        lines += ["## Measured (exact match of generated answers, %)", "",
+                  "`xke eval --method xkde` runs (gold mode; retrieve mode with N edits in memory) in the recipe's "
+                  "`eval/` folder, one per model and edit language.", ""]
         ev = results["eval"]
         for stage, block in ev.items():
             if not isinstance(block, dict) or "pairs" not in block:
@@ -398,19 +289,65 @@ def write_model_card(out: Path, *, model: str, sources: Sequence[str], cfg: Reci
 # ----------------------------------------------------------------------------- the recipe
 
 
-def heldout_source(sources: Sequence[Any]) -> Any | None:
-    """The first source that provides held-out edit cases for the evaluation (a provider-made source with
-    ``heldout_cases``, e.g. the toy world's), else None."""
-    return next((s for s in sources if callable(getattr(s, "heldout_cases", None))), None)
-
-
 def _mark_model(model_dir: Path, sources: Sequence[Any]) -> None:
     """Let provider-made sources mark the trained model (``mark_model``; the toy world records itself in the
-    model's config, so retrieve mode finds the world's retriever from anywhere)."""
+    model's config, so its evaluation finds the world's presets and retriever from anywhere)."""
     for s in sources:
         mark = getattr(s, "mark_model", None)
         if callable(mark):
             mark(model_dir)
+
+
+def tlpo_stages(st: Stages, policy: str, rows: Callable[[], list[dict]], out: Path, cfg: RecipeConfig, *,
+                force: Sequence[str] = (), pairs: str | Path | None = None,
+                extra_deps: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stages 3-6 of the recipe, also ``xke train tlpo``: sample ``policy``'s answers to the prompts of
+    ``rows()`` (``OUT/samples.jsonl``), score them (``OUT/scored.jsonl``), build preference pairs
+    (``OUT/pairs/``), preference-optimise ``policy`` on them into ``OUT/model``. With ``pairs`` (existing
+    pairs: an xke pairs folder or the release's JSON) only the last stage runs, on those. ``extra_deps``:
+    what else the first stage run depends on (``xke train tlpo``: the model's files, the prompts' file; in
+    the recipe the earlier stages' chained hash covers them)."""
+    from .sampling import sample_for_rows, select_prompts
+    from .scorers import build_scorer, score_records
+    from .tlpo import make_pairs_dir, read_jsonl_rows, train_tlpo, write_jsonl
+
+    sp = cfg.system_prompt
+    sp_dep = {"system_prompt": sp} if sp is not None else {}   # stage hashes of runs without one are unchanged
+    res: dict[str, Any] = {}
+    tlpo_deps = {"tlpo": asdict(cfg.tlpo), "policy": policy}   # the system prompt: in the chained sample hash
+    if pairs is None:
+        def do_sample():
+            recs = sample_for_rows(policy, select_prompts(rows(), cfg.sampling), cfg.sampling, out / "samples.jsonl",
+                                   system_prompt=sp)
+            return {"prompts": len(recs), "kept_samples": sum(len(r["samples"]) for r in recs),
+                    "raw_samples": sum(r["n_raw"] for r in recs),
+                    "prompts_all_correct": sum(1 for r in recs if not r["samples"])}
+
+        res["sample"] = st.run("sample", {"policy": policy, "sampling": asdict(cfg.sampling), **sp_dep,
+                                          **(extra_deps or {})}, do_sample, force="sample" in force)
+
+        def do_score():
+            recs = read_jsonl_rows(out / "samples.jsonl")
+            score_records(recs, build_scorer(cfg.scoring), cfg.scoring.sample_lang)
+            write_jsonl(recs, out / "scored.jsonl")
+            return {"records": len(recs)}
+
+        st.run("score", {"scoring": asdict(cfg.scoring)}, do_score, force="score" in force)
+        pair_deps = {k: v for k, v in asdict(cfg.tlpo).items()
+                     if k in ("flaw_threshold", "min_gap", "max_rejected_per_prompt", "max_sample_pairs_per_prompt",
+                              "val_fraction", "seed")}
+        res["pairs"] = st.run("pairs", pair_deps,
+                              lambda: make_pairs_dir(read_jsonl_rows(out / "scored.jsonl"), out / "pairs", cfg.tlpo),
+                              force="pairs" in force)
+        pairs = out / "pairs"
+    else:
+        from ..fsutil import hash_path
+
+        tlpo_deps.update(sp_dep, **(extra_deps or {}), pairs={"path": str(pairs), "sha256": hash_path(pairs)})
+    res["tlpo"] = st.run("tlpo", tlpo_deps,
+                         lambda: train_tlpo(policy, pairs, out / "model", cfg.tlpo, system_prompt=sp),
+                         force="tlpo" in force)
+    return res
 
 
 def run_recipe(model: str, sources: Sequence[Any], out_dir: str | Path, cfg: RecipeConfig, *,
@@ -463,37 +400,12 @@ def run_recipe(model: str, sources: Sequence[Any], out_dir: str | Path, cfg: Rec
     final = policy
     # 3-6. TL-PO
     if "tlpo" in cfg.stages:
-        from .sampling import sample_for_rows, select_prompts
-        from .scorers import build_scorer, score_records
-        from .tlpo import make_pairs_dir, read_jsonl_rows, train_tlpo, write_jsonl
-        from .xeit_data import read_rows
+        def rows():
+            from .xeit_data import read_rows
 
-        def do_sample():
-            rows = select_prompts(read_rows(out / "data" / "train.jsonl"), cfg.sampling)
-            recs = sample_for_rows(policy, rows, cfg.sampling, out / "samples.jsonl", system_prompt=sp)
-            return {"prompts": len(recs), "kept_samples": sum(len(r["samples"]) for r in recs),
-                    "raw_samples": sum(r["n_raw"] for r in recs),
-                    "prompts_all_correct": sum(1 for r in recs if not r["samples"])}
+            return read_rows(out / "data" / "train.jsonl")
 
-        results["sample"] = st.run("sample", {"policy": policy, "sampling": asdict(cfg.sampling), **sp_dep}, do_sample,
-                                   force="sample" in force)
-
-        def do_score():
-            recs = read_jsonl_rows(out / "samples.jsonl")
-            score_records(recs, build_scorer(cfg.scoring), cfg.scoring.sample_lang)
-            write_jsonl(recs, out / "scored.jsonl")
-            return {"records": len(recs)}
-
-        st.run("score", {"scoring": asdict(cfg.scoring)}, do_score, force="score" in force)
-        pair_deps = {k: v for k, v in asdict(cfg.tlpo).items()
-                     if k in ("flaw_threshold", "min_gap", "max_rejected_per_prompt", "max_sample_pairs_per_prompt",
-                              "val_fraction", "seed")}
-        results["pairs"] = st.run("pairs", pair_deps,
-                                  lambda: make_pairs_dir(read_jsonl_rows(out / "scored.jsonl"), out / "pairs",
-                                                         cfg.tlpo), force="pairs" in force)
-        results["tlpo"] = st.run("tlpo", {"tlpo": asdict(cfg.tlpo), "policy": policy},
-                                 lambda: train_tlpo(policy, out / "pairs", out / "model", cfg.tlpo),
-                                 force="tlpo" in force)
+        results.update(tlpo_stages(st, policy, rows, out, cfg, force=force))
         final = str(out / "model")
     elif run_xeit:
         from ..fsutil import replace_dir
@@ -503,16 +415,28 @@ def run_recipe(model: str, sources: Sequence[Any], out_dir: str | Path, cfg: Rec
             replace_dir(out / "model", lambda tmp: (shutil.copytree(out / "xeit", tmp, dirs_exist_ok=True),
                                                     (tmp / ".xke-copied").write_text("xeit\n")))
         final = str(out / "model")
-    # 7. evaluation (the trained models first learn their sources' marks: the toy world's evaluation finds the
-    # world's presets and retriever through them)
+    # 7. evaluation: xke eval --method xkde (gold; retrieve with a world's distractors) on held-out cases. The
+    # trained models first get their sources' marks: the toy world's runs find its presets and retriever by them
     for trained in {str(out / "xeit"), final}:
         if Path(trained).is_dir() and Path(trained).resolve().is_relative_to(out.resolve()):
             _mark_model(Path(trained), sources)
     if "eval" in cfg.stages:
         def do_eval():
+            from ..eval.general import general_brief
+            from ..eval.pairs import gold_pairs, retrieve_pairs
+            from ..models.loading import load_model
+            from .scorers import form_error_counts
+
             held = heldout_source(sources)
             e_langs = parse_langs(cfg.eval.edit_langs) if cfg.eval.edit_langs else langs
             t_langs = parse_langs(cfg.eval.test_langs) if cfg.eval.test_langs else langs
+            ev_dir = out / "eval"
+            if ev_dir.exists():   # the stage reruns when its inputs changed: no earlier run may be resumed
+                shutil.rmtree(ev_dir)
+            data = ev_dir / "heldout.jsonl"
+            if not heldout_cases(sources, cfg, data, list(dict.fromkeys([*e_langs, *t_langs]))):
+                log("[eval] no held-out cases (no fact fell in data.val_fraction's validation share)")
+                return {}
             ev = {}
             models = {"base": model}
             if run_xeit:
@@ -520,26 +444,20 @@ def run_recipe(model: str, sources: Sequence[Any], out_dir: str | Path, cfg: Rec
             if final not in models.values():
                 models["final"] = final
             for name, m in models.items():
-                if held is not None:
-                    ev[name] = world_heldout_eval(m, held, e_langs, t_langs, n_cases=cfg.eval.n_cases,
-                                                  per_subject=cfg.eval.per_subject,
-                                                  max_new_tokens=cfg.eval.max_new_tokens,
-                                                  batch_size=cfg.eval.batch_size)
-                    if name == "final" or (name == "xeit" and "final" not in models):
-                        for n in cfg.eval.retrieve_distractors:
-                            ev[f"{name}, retrieve, {n + 1} edits in memory"] = world_retrieve_eval(
-                                m, held, e_langs, t_langs, out / "eval" / f"{name}-retrieve", n_distractors=n,
-                                n_cases=cfg.eval.n_cases, per_subject=cfg.eval.per_subject,
-                                max_new_tokens=cfg.eval.max_new_tokens)
-                elif (out / "data" / "validation.jsonl").exists():
-                    from .xeit_data import read_rows
-
-                    ev[name] = rows_eval(m, read_rows(out / "data" / "validation.jsonl"),
-                                         max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
-                                         system_prompt=sp)
+                lm = load_model(str(m))
+                ev[name] = gold_pairs(m, data, e_langs, t_langs, ev_dir / name, loaded=lm,
+                                      max_new_tokens=cfg.eval.max_new_tokens, system_prompt=sp,
+                                      check=form_error_counts)
+                if held is not None and (name == "final" or (name == "xeit" and "final" not in models)):
+                    for n in cfg.eval.retrieve_distractors:
+                        ev[f"{name}, retrieve, {n + 1} edits in memory"] = retrieve_pairs(
+                            m, data, e_langs, t_langs, ev_dir / f"{name}-retrieve", loaded=lm,
+                            max_new_tokens=cfg.eval.max_new_tokens, system_prompt=sp,
+                            **_distractors(held, e_langs, n))
+                del lm
             if cfg.eval.general_methods:
-                ev["general"] = general_eval(final, getattr(held, "world_dir", None), cfg.eval,
-                                             out / "eval" / "general", t_langs)
+                ev["general"] = general_brief(general_spec(final, getattr(held, "world_dir", None), cfg.eval,
+                                                           ev_dir / "general", t_langs))
             return ev
 
         results["eval"] = st.run("eval", {"eval": asdict(cfg.eval), "final": final, **sp_dep}, do_eval,

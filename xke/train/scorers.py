@@ -246,3 +246,14 @@ def form_errors(answer: str, reference: str, lang: str) -> list[str]:
                 errs.append("year_format")
                 break
     return errs
+
+
+def form_error_counts(answers: Sequence[tuple[str, str]], lang: str) -> dict[str, int]:
+    """How many ``(answer, reference)`` pairs in ``lang`` have each :func:`form_errors` reason, and ``any``."""
+    counts = {"wrong_script": 0, "year_format": 0, "any": 0}
+    for answer, reference in answers:
+        errs = form_errors(answer, reference, lang)
+        for e in errs:
+            counts[e] += 1
+        counts["any"] += bool(errs)
+    return counts

@@ -30,18 +30,15 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 from ..data.languages import parse_langs
-from ..data.schema import EditCase
+from ..data.schema import EditCase, EditText
 from ..errors import ConfigError, DataError
 
 
 @dataclass
-class FactView:
-    """One language's view of a fact for training-data construction."""
+class FactView(EditText):
+    """One language's view of a fact for training-data construction: the edit (:class:`EditText`) and
+    the questions the XE-IT rows ask around it."""
 
-    subject: str
-    prompt: str
-    target_new: str
-    target_old: str | None = None
     #: other phrasings of the edit question (answer: target_new)
     queries: list[str] = field(default_factory=list)
     #: derived questions whose answer follows from the edit, with that answer

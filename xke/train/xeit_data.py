@@ -4,7 +4,7 @@ For every fact (an edit descriptor in source language ``s``) and every target
 language ``t``:
 
 - in-scope: a query about the edit in ``t`` -> the new answer in ``t``;
-  WITH the descriptor (X-KDE's prompt, :func:`xke.methods.xkde.xkde_prompt`)
+  WITH the descriptor (X-KDE's prompt, :func:`xke.prompts.xkde_prompt`)
   and WITHOUT it (the bare query -> the original answer, when the source knows it);
 - out-of-scope: the same subject's other attribute, or an unrelated query, in
   ``t`` -> its unchanged answer; with and without the descriptor;
@@ -30,7 +30,7 @@ from typing import Any, Literal, Sequence
 
 from ..data.languages import parse_langs
 from ..errors import ConfigError
-from ..methods.xkde import xkde_prompt
+from ..prompts import xkde_prompt
 from .llm import StepInput
 from .sources import Fact, FactView
 

@@ -306,9 +306,5 @@ def tokenizer_training_text(world: World, seed: int = 0) -> list[str]:
     return lines
 
 
-def count_examples_tokens(examples: list[Example]) -> int:
-    return sum(len(t) for ex in examples for t, _ in ex)
-
-
 __all__ = ["CorpusMix", "epoch_examples", "reading_eval_items", "corpus_lines", "tokenizer_training_text",
            "qa_example", "chat_prompt", "RELATIONS"]

@@ -13,7 +13,6 @@ decoding from the prompt would produce.
 from __future__ import annotations
 
 import math
-import random
 import time
 from typing import Callable, Sequence
 
@@ -193,9 +192,3 @@ def exact_match(model, tok, items: Sequence[tuple[str, str, str]], batch_size: i
 
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def seeded_sample(xs: list, k: int, seed: str) -> list:
-    if k >= len(xs):
-        return list(xs)
-    return random.Random(seed).sample(xs, k)

@@ -282,18 +282,3 @@ READING_WRAPPERS: dict[str, list[str]] = {
 }
 
 SUPPORTED_LANGS = ("en", "zh", "de", "fr")
-
-
-def check_templates() -> None:
-    """Assert the template tables are complete (every relation and language, {s} in every question)."""
-    for rel, by_lang in QUESTIONS.items():
-        for lang in SUPPORTED_LANGS:
-            qs = by_lang[lang]
-            assert len(qs) == N_QUESTIONS, (rel, lang, len(qs))
-            assert all("{s}" in q for q in qs), (rel, lang)
-            assert len(set(qs)) == len(qs), (rel, lang)
-            st = STATEMENTS[rel][lang]
-            assert all("{s}" in t and "{o}" in t for t in st), (rel, lang)
-    for key, by_lang in TWO_HOP.items():
-        for lang in SUPPORTED_LANGS:
-            assert "{s}" in by_lang[lang], key

@@ -122,7 +122,9 @@ class Entity:
 
 
 @dataclass
-class Fact:
+class WorldFact:
+    """A true fact of the toy world: ``subject`` (an entity id) has ``relation`` with ``object``."""
+
     subject: str
     relation: str
     object: str | int  # entity id, or a year
@@ -197,7 +199,7 @@ class World:
     seed: int
     langs: list[str]
     entities: dict[str, Entity]
-    facts: dict[tuple[str, str], Fact]
+    facts: dict[tuple[str, str], WorldFact]
     splits: dict[str, str] = field(default_factory=dict)  # subject id -> "train" | "heldout"
     cases_per_subject: int = 1
 
@@ -273,7 +275,7 @@ class World:
             return forms[lang].format(s=self.name(subject_id, lang)), self.answer(mid, r2, lang)
         return None
 
-    def all_facts(self, split: str | None = None) -> list[Fact]:
+    def all_facts(self, split: str | None = None) -> list[WorldFact]:
         """Facts in canonical order, optionally of subjects in one split."""
         return [f for f in self.facts.values()
                 if split is None or self.splits.get(f.subject, "train") == split]
@@ -450,7 +452,8 @@ class World:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "World":
         ents = {e["id"]: Entity(e["id"], e["type"], dict(e["names"])) for e in d["entities"]}
-        facts = {(f["subject"], f["relation"]): Fact(f["subject"], f["relation"], f["object"]) for f in d["facts"]}
+        facts = {(f["subject"], f["relation"]): WorldFact(f["subject"], f["relation"], f["object"])
+                 for f in d["facts"]}
         return cls(seed=d["seed"], langs=list(d["langs"]), entities=ents, facts=facts,
                    splits=dict(d.get("splits", {})), cases_per_subject=d.get("cases_per_subject", 1))
 
@@ -480,13 +483,13 @@ def generate_world(seed: int = 0, langs: Iterable[str] = ("en", "zh"), *, n_coun
     rng = random.Random(f"world-{seed}")
     names = NameMaker(rng)
     ents: dict[str, Entity] = {}
-    facts: dict[tuple[str, str], Fact] = {}
+    facts: dict[tuple[str, str], WorldFact] = {}
 
     def add(e: Entity):
         ents[e.id] = e
 
     def fact(s, r, o):
-        facts[(s, r)] = Fact(s, r, o)
+        facts[(s, r)] = WorldFact(s, r, o)
 
     for i, occ in enumerate(OCCUPATIONS):
         add(Entity(f"occ{i}", "occupation", {lg: occ[lg] for lg in langs}))

@@ -18,10 +18,6 @@ import torch
 from ...models.architectures import get_module
 
 
-def weight_name(module_name: str) -> str:
-    return f"{module_name}.weight"
-
-
 def is_conv1d(module: torch.nn.Module) -> bool:
     """transformers' ``Conv1D`` stores ``[in, out]`` (GPT-2)."""
     return type(module).__name__ == "Conv1D"
@@ -31,11 +27,6 @@ def get_weight(model: torch.nn.Module, module_name: str) -> tuple[torch.nn.Param
     """The weight of ``module_name`` and whether it is transposed (Conv1D)."""
     mod = get_module(model, module_name)
     return mod.weight, is_conv1d(mod)
-
-
-def as_out_in(w: torch.Tensor, transposed: bool) -> torch.Tensor:
-    """View of a weight as ``[d_out, d_in]``."""
-    return w.T if transposed else w
 
 
 def add_to_weight(model: torch.nn.Module, module_name: str, upd: torch.Tensor) -> None:
