@@ -76,7 +76,8 @@ class IKE(ContextMethod):
 
             cfg = self.config
             if cfg.pool:
-                cases = [c for c in read_jsonl(cfg.pool) if cfg.pool_split is None or c.meta.get("split") == cfg.pool_split]
+                cases = [c for c in read_jsonl(cfg.pool)
+                         if cfg.pool_split is None or c.meta.get("split") == cfg.pool_split]
             elif cfg.k == 0:
                 cases = []
             else:

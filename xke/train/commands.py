@@ -14,7 +14,8 @@ def _common(p, *, model: bool = True):
     if model:
         p.add_argument("--model", required=True, help="local HF model dir, tiny-llama, world or world:DIR")
     p.add_argument("--preset", default="toy", help="train preset: toy (CPU), paper (Table 7), release (released code)")
-    p.add_argument("--config", default=None, help="YAML with sections data/llm/xeit/sampling/scoring/tlpo/eval")
+    p.add_argument("--config", default=None,
+                   help="YAML with sections data/source_options/llm/xeit/sampling/scoring/tlpo/eval")
     p.add_argument("--threads", dest="train_threads", type=int, default=None, help="torch CPU threads")
     if model:
         p.add_argument("--system-prompt", default=None, metavar="TEXT",
