@@ -257,8 +257,8 @@ def train_retriever(pairs: Sequence[tuple[str, str]], triples: Sequence[tuple[st
         cpu = time.process_time() - c0
         enc = DenseEncoder(out)
         report: dict[str, Any] = {"config": asdict(cfg), "langs": langs, "n_pairs": len(pairs),
-                                  "n_triples": len(triples), "cpu_seconds": round(cpu, 1), "wall_seconds": round(time.time() - t0, 1),
-                                  "threads": cfg.threads}
+                                  "n_triples": len(triples), "cpu_seconds": round(cpu, 1),
+                                  "wall_seconds": round(time.time() - t0, 1), "threads": cfg.threads}
         first = None
         for split, cases in eval_cases.items():
             block: dict[str, Any] = {"recall": {}}
