@@ -45,8 +45,8 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from xke.data.schema import EditRequest  # noqa: E402
-from xke.methods.base import build_method  # noqa: E402
 from xke.models.prompts import PromptFormatter  # noqa: E402
+from xke.world.provider import provided_method  # noqa: E402
 
 #: EasyEdit's seconds per edit on that model (CPU, one thread; MEMIT batch of 20: EASYEDIT_MEMIT_B20 s in all)
 EASYEDIT = {"rome": 4.2, "memit": 1.8, "alphaedit": 2.2, "pmet": 1.8, "ft-l": 0.35, "ft-m": 0.38}
@@ -78,11 +78,11 @@ def random_llama(tmp: Path):
 
 def world_model(world_dir: str | None):
     from xke.data.schema import EditCase, LangView
-    from xke.models.loading import load_model
+    import xke
     if world_dir is None:   # the tiny world (seed 0) shipped with xke: nothing to build
         from xke.artifacts import demo_artifacts
         world_dir = str(demo_artifacts()[0])
-    lm = load_model("world:" + world_dir, device="cpu")
+    lm = xke.load("world:" + world_dir, device="cpu")
     cases = []
     for line in open(Path(world_dir) / "cases.jsonl", encoding="utf-8"):
         d = json.loads(line)
@@ -132,7 +132,7 @@ def timed(fn):
 
 
 def time_single(name, model, tok, fmt, reqs, corpus, n_single, **extra):
-    m = build_method(name, model, tok, fmt, overrides={**overrides(name, model, corpus), **extra})
+    m = provided_method(name, model, tok, fmt, overrides={**overrides(name, model, corpus), **extra})
     m.apply(reqs[:1]).restore()      # warm-up (first-call allocations)
     tot = 0.0
     for r in reqs[1:n_single + 1]:
@@ -175,7 +175,7 @@ def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=Fals
     print(f"{'method':10s} {'protocol':12s} {'CPU s total':>12s} {'s / edit':>9s} {'EasyEdit s/edit':>16s} {'ratio':>7s}")
     rows = {}
     for name in (METHODS if methods is None else [x for x in METHODS if x in methods]) if n_single > 0 else []:
-        m = build_method(name, model, tok, fmt, overrides=overrides(name, model, corpus))
+        m = provided_method(name, model, tok, fmt, overrides=overrides(name, model, corpus))
         if name not in ("ft-l", "ft-m"):
             st, _ = timed(lambda: m.second_moments([m.mlp_out(l) for l in m.config.layers]))
             print(f"{name:10s} {'(key stats)':12s} {st:12.2f}")
@@ -202,7 +202,7 @@ def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=Fals
         if batch_steps:
             ov["v_steps"] = batch_steps
             print(f"{name}: batch timings with v_steps = {batch_steps} (scaling check, not EasyEdit's step count)")
-        m = build_method(name, model, tok, fmt, overrides=ov)
+        m = provided_method(name, model, tok, fmt, overrides=ov)
         sizes = list(BATCH_SIZES) + ([big] if big and len(reqs) >= big else [])
         for b in sizes:
             t, h = timed(lambda: m.apply(reqs[:b]))

@@ -69,10 +69,10 @@ def main(argv=None) -> None:
     from xke.eval.engine import Engine
     from xke.eval.runner import Evaluator
     from xke.methods.none import NoEdit
-    from xke.models.loading import load_model
+    import xke
     from xke.models.prompts import PromptFormatter, encode_prompt, encode_prompt_target
 
-    lm = load_model(args.model, device="cpu", dtype="float32")
+    lm = xke.load(args.model, device="cpu", dtype="float32")
     model, tok = lm.model, lm.tokenizer
     fmt = PromptFormatter(tok)
     method = NoEdit(model, tok, fmt)

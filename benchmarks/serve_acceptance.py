@@ -39,9 +39,9 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(args.threads)
     from xke.data.loaders import read_jsonl
-    from xke.methods.context import world_dir_of
     from xke.serve.app import KeyRing, create_app
     from xke.serve.runner import build_service, start_server
+    from xke.world.provider import world_dir_of
 
     if args.model is None:
         from xke.artifacts import demo_artifacts
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         return svc, start_server(create_app(svc, KeyRing({key: "ops"})))
 
     svc, srv = start()
-    world = Path(args.world) if args.world else world_dir_of(svc.method.model)
+    world = Path(args.world) if args.world else world_dir_of(args.model)
     if world is None:
         ap.error("--model is not a toy-world model; pass --world")
     cases = list(read_jsonl(world / "cases.jsonl"))[args.first:args.first + args.cases]

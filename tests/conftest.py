@@ -67,8 +67,8 @@ def world():
 @pytest.fixture(scope="module")
 def world_model(world):
     """The tiny world's model and tokenizer (one load per test module)."""
-    from xke.models.loading import load_model
-    return load_model(f"world:{world}", device="cpu")
+    import xke
+    return xke.load(f"world:{world}", device="cpu")
 
 
 @pytest.fixture(scope="module")

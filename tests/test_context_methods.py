@@ -11,10 +11,12 @@ from xke.data.schema import Query
 from xke.methods.base import build_method
 from xke.methods.xkde import xkde_prompt
 from xke.models.prompts import PromptFormatter
+from xke.world.provider import provided_method
+
 
 
 def _method(lm, name, **overrides):
-    return build_method(name, lm.model, lm.tokenizer, PromptFormatter(lm.tokenizer), overrides=overrides)
+    return provided_method(name, lm.model, lm.tokenizer, PromptFormatter(lm.tokenizer), overrides=overrides)
 
 
 def _q(case, lang, kind="reliability"):
@@ -122,7 +124,7 @@ def test_sequential_edits_accumulate_and_restore(world_model, cases):
 
 def test_retrieve_dense_cross_lingual_with_world_retriever(world_model, cases, world, tmp_path):
     """The world's trained retriever: en edits in memory, zh queries find them."""
-    from xke.memory.train_retriever import train_world_retriever
+    from xke.world.retriever import train_world_retriever
     ret = Path(world) / "retriever"
     if not (ret / "modules.json").exists():
         train_world_retriever(world, tmp_path / "retriever", {"epochs": 2})
@@ -142,7 +144,7 @@ def test_threshold_auto_is_the_retrievers_train_split_choice(world_model, world,
     import shutil
 
     from xke.errors import ConfigError
-    from xke.memory.train_retriever import train_world_retriever
+    from xke.world.retriever import train_world_retriever
     ret = Path(world) / "retriever"
     if not (ret / "modules.json").exists():
         train_world_retriever(world, tmp_path / "retriever", {"epochs": 2})
@@ -167,10 +169,11 @@ def test_threshold_auto_is_the_retrievers_train_split_choice(world_model, world,
 def test_invented_triples_never_name_a_world_entity(world):
     import random
 
-    from xke.memory.train_retriever import RetrieverTrainConfig, _invented_triples, build_pairs
+    from xke.memory.train_retriever import RetrieverTrainConfig
+    from xke.world.retriever import build_pairs, invented_triples
     from xke.world.world import load_world
     w = load_world(world)
-    triples = _invented_triples(w, ["en", "zh"], 200, random.Random(0))
+    triples = invented_triples(w, ["en", "zh"], 200, random.Random(0))
     assert len(triples) >= 150
     names = {n for e in w.entities.values() for n in e.names.values()}
     for a, p, n in triples:
@@ -182,7 +185,7 @@ def test_invented_triples_never_name_a_world_entity(world):
 
 def test_retrieve_without_retriever_path_is_a_clear_error(tiny_model):
     from xke.errors import ConfigError
-    m = build_method("lte", tiny_model.model, tiny_model.tokenizer, PromptFormatter(tiny_model.tokenizer),
+    m = provided_method("lte", tiny_model.model, tiny_model.tokenizer, PromptFormatter(tiny_model.tokenizer),
                      overrides={"mode": "retrieve"})
     m.apply([])
     with pytest.raises(ConfigError, match="retriever_path"):
@@ -190,18 +193,51 @@ def test_retrieve_without_retriever_path_is_a_clear_error(tiny_model):
 
 
 def test_trained_world_model_finds_its_world(world, tmp_path):
-    """A model trained from a world and saved elsewhere (an X-KDE recipe output) finds the world's
-    retriever through ``xke_world_dir`` in its config; a stale path is ignored, not trusted."""
-    from types import SimpleNamespace
+    """One rule finds a model's world: a world spec, the world's own model folder, or a model trained from a
+    world and saved elsewhere (an X-KDE recipe output) through ``xke_world_dir`` in its config; a stale path
+    is ignored, not trusted, and other models have none. The provider then fills the world's inputs."""
+    from xke.world.provider import WORLD_FAMILY, provide_model, world_dir_of
 
-    from xke.methods.context import world_dir_of
+    assert world_dir_of(f"world:{world}") == world and world_dir_of(Path(world) / "model") == world
+    d = tmp_path / "xkde-model"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "llama", "xke_world": True,
+                                               "xke_world_dir": str(world)}))
+    assert world_dir_of(d) == world
+    p = provide_model(str(d))
+    assert p.family == WORLD_FAMILY and p.method_defaults["stats_corpus"] == str(Path(world) / "corpus.txt")
+    assert p.method_defaults["pool_split"] == "train" and p.path == d
+    (d / "config.json").write_text(json.dumps({"xke_world": True, "xke_world_dir": str(tmp_path / "gone")}))
+    assert world_dir_of(d) is None
+    (d / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert world_dir_of(d) is None and provide_model(str(d)).family is None
 
-    cfg = SimpleNamespace(xke_world=True, _name_or_path=str(tmp_path / "xkde-model"), xke_world_dir=str(world))
-    model = SimpleNamespace(config=cfg, name_or_path=str(tmp_path / "xkde-model"))
-    assert world_dir_of(model) == world
-    cfg.xke_world_dir = str(tmp_path / "gone")
-    assert world_dir_of(model) == tmp_path / "xkde-model"
-    assert world_dir_of(SimpleNamespace(config=SimpleNamespace(xke_world=False))) is None
+
+def test_world_inputs_are_explicit_and_never_trained_in_gold_mode(world, world_model, tmp_path):
+    """The getter only reads the config (no world, no training); the world provider fills the inputs, and
+    trains a missing retriever only for a retrieve-mode run; the command line gets explicit inputs."""
+    import argparse
+    import shutil
+
+    from xke.world.provider import provide_args, world_method_defaults
+    from xke.world.xeit_source import WorldSource
+
+    plain = build_method("xkde", world_model.model, world_model.tokenizer, PromptFormatter(world_model.tokenizer))
+    assert plain.retriever_path() is None and plain.config.threshold == 0.5   # no provider: default presets
+    assert _method(world_model, "xkde").config.threshold == "auto"            # the provider's world presets
+    w2 = tmp_path / "w2"
+    w2.mkdir()
+    for f in ("world.json", "cases.jsonl", "corpus.txt"):
+        shutil.copy(Path(world) / f, w2 / f)
+    d = world_method_defaults(w2)   # gold mode: no retriever, none trained
+    assert "retriever_path" not in d and not (w2 / "retriever").exists()
+    assert d == {"stats_corpus": str(w2 / "corpus.txt"), "pool": str(w2 / "cases.jsonl"), "pool_split": "train"}
+    args = argparse.Namespace(model=f"world:{world}", source=[f"world:{world}", "jsonl:x.jsonl"], tokenizer=None,
+                              provide={"model": "model", "source": "sources", "tokenizer": "model"})
+    provide_args(args)
+    assert args.model == str(Path(world) / "model") and args.tokenizer is None
+    assert isinstance(args.source[0], WorldSource) and str(args.source[0]) == f"world:{world}"
+    assert args.source[1] == "jsonl:x.jsonl"
 
 
 def test_ike_joins_chinese_facts_without_a_space(world_model, cases):

@@ -35,7 +35,7 @@ def test_shipped_world_is_the_tiny_preset_rebuilt_bit_for_bit(world):
 
 @pytest.mark.slow
 def test_shipped_retriever_is_rebuilt_bit_for_bit(world, tmp_path):
-    from xke.memory.train_retriever import train_world_retriever
+    from xke.world.retriever import train_world_retriever
 
     out = train_world_retriever(world, tmp_path / "retriever")
     assert hash_path(out / "model.safetensors") == load_manifest()["files"]["world/retriever/model.safetensors"]

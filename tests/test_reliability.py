@@ -526,7 +526,7 @@ def test_prompt_longer_than_the_context_is_refused_before_any_edit(tiny_model, t
 
 # =========================================================================================== item 13
 def test_train_xkde_languages_must_be_the_worlds(world):
-    from xke.train.sources import world_facts
+    from xke.world.xeit_source import world_facts
 
     with pytest.raises(DataError, match=r"not \['de'\]"):
         world_facts(world, ["en", "de"])

@@ -359,7 +359,7 @@ def test_concurrent_writers_and_batched_readers_on_a_live_server(lm, world, case
 
 @pytest.fixture(scope="module")
 def world_retriever(world, tmp_path_factory):
-    from xke.memory.train_retriever import train_world_retriever
+    from xke.world.retriever import train_world_retriever
     ret = Path(world) / "retriever"
     if not (ret / "modules.json").exists():
         ret = tmp_path_factory.mktemp("retriever") / "retriever"

@@ -23,10 +23,10 @@ KEY = "browser-key-0123456789"
 
 @pytest.fixture()
 def live(world, tmp_path):
-    from xke.models.loading import load_model
+    import xke
     from xke.serve.app import KeyRing, create_app
     from xke.serve.runner import build_service, start_server
-    svc = build_service(f"world:{world}", tmp_path / "mem.sqlite", loaded=load_model(f"world:{world}", device="cpu"),
+    svc = build_service(f"world:{world}", tmp_path / "mem.sqlite", loaded=xke.load(f"world:{world}", device="cpu"),
                         retriever="bm25", threshold=0.0)
     srv = start_server(create_app(svc, KeyRing({KEY: "web"})))
     yield svc, srv

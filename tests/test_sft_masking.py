@@ -81,36 +81,19 @@ def test_no_chat_template_is_a_clear_error(tiny):
         to_sft_records(ROWS, tok)
 
 
-def test_sampling_strategy_and_anchor_options(tiny, tmp_path):
+def test_sampling_strategy_option(tiny, tmp_path):
     import torch
 
     from xke.config import from_dict
     from xke.errors import ConfigError
-    from xke.train.xeit import anchor_callback
 
     model, tok, _ = tiny
     cfg = XeitConfig(max_steps=1, max_length=512, learning_rate=1e-2, warmup_steps=0,
-                     train_sampling_strategy="group_by_length", anchor_decay=0.5)
+                     train_sampling_strategy="group_by_length")
     trainer, _ = build_sft_trainer(model, tok, ROWS, None, cfg, tmp_path)
     assert trainer.args.train_sampling_strategy == "group_by_length"
-    assert any(type(cb).__name__ == "_Anchor" for cb in trainer.callback_handler.callbacks)
     before = [p.detach().clone() for p in model.parameters()]
-    trainer.train()  # the length-grouped sampler and the anchor run; the weights moved
+    trainer.train()  # the length-grouped sampler runs; the weights moved
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     with pytest.raises(ConfigError, match="train_sampling_strategy"):
         from_dict(XeitConfig, {"train_sampling_strategy": "shuffled"})
-    with pytest.raises(ConfigError, match="anchor_decay"):
-        from_dict(XeitConfig, {"anchor_decay": -1.0})
-    # the pull: p <- p - lr * rate * (p - p0)
-    lin = torch.nn.Linear(2, 2, bias=False)
-    p0 = lin.weight.detach().clone()
-    cb = anchor_callback(lin, 2.0)
-    with torch.no_grad():
-        lin.weight.add_(1.0)
-
-    class Sched:
-        def get_last_lr(self):
-            return [0.1]
-
-    cb.on_step_end(None, None, None, lr_scheduler=Sched())
-    assert torch.allclose(lin.weight, p0 + 0.8)   # deviation 1.0 shrunk by 0.1 * 2.0

@@ -65,9 +65,9 @@ def _rome_spec(world, out, data, **ov):
 
 
 def test_eval_skips_and_counts_cases_without_subject(world, tmp_path):
-    from xke.models.loading import load_model
+    import xke
 
-    lm = load_model("world:" + str(world), device="cpu")
+    lm = xke.load("world:" + str(world), device="cpu")
     cases = _world_cases(world, 2)
     en = cases[1].views["en"]
     cases[1].views["en"] = LangView(**{**en.__dict__, "subject": en.subject + "ovia"})  # not in the prompt

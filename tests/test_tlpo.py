@@ -234,6 +234,7 @@ def test_heldout_cases_per_subject_and_gold_eval_through_the_runner(world, tmp_p
     from xke.train.recipe import EvalConfig, heldout_cases, load_train_config
     from xke.train.scorers import form_error_counts
     from xke.world.world import load_world
+    from xke.world.xeit_source import WorldSource
 
     w = load_world(world)
     n1 = len(w.counterfactual_cases(split="heldout", per_subject=1))
@@ -241,9 +242,9 @@ def test_heldout_cases_per_subject_and_gold_eval_through_the_runner(world, tmp_p
     assert n3 > n1
     cfg = load_train_config("toy", overrides={"eval": {"n_cases": 10_000, "per_subject": 3}})
     data = tmp_path / "heldout.jsonl"
-    assert heldout_cases([f"world:{world}"], cfg, data, ["en"]) == n3
+    assert heldout_cases([WorldSource(f"world:{world}")], cfg, data, ["en"]) == n3
     cfg.eval.n_cases = 4
-    assert heldout_cases([f"world:{world}"], cfg, data, ["en"]) == 4
+    assert heldout_cases([WorldSource(f"world:{world}")], cfg, data, ["en"]) == 4
     res = gold_pairs(f"world:{world}", data, ["en"], ["en"], tmp_path / "g", max_new_tokens=4,
                      check=form_error_counts)
     metrics = json.loads((tmp_path / "g" / "en" / "metrics.json").read_text())
@@ -277,15 +278,16 @@ def test_validation_facts_become_edit_cases(tmp_path):
 
 def test_recipe_records_the_world_of_a_world_model(world, tmp_path):
     """The recipe's output model names its toy world, so retrieve mode finds the world's retriever."""
-    from xke.train.recipe import _record_world_dir
+    from xke.train.recipe import _mark_model
+    from xke.world.xeit_source import WorldSource
 
     d = tmp_path / "model"
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"xke_world": True, "model_type": "llama"}))
-    _record_world_dir(d, f"world:{world}", [f"world:{world}"])
+    _mark_model(d, [f"jsonl:{tmp_path}/x.jsonl", WorldSource(f"world:{world}")])
     assert json.loads((d / "config.json").read_text())["xke_world_dir"] == str(Path(world).resolve())
     (d / "config.json").write_text(json.dumps({"model_type": "llama"}))       # not a world model: untouched
-    _record_world_dir(d, "tiny-llama", [f"world:{world}"])
+    _mark_model(d, [WorldSource(f"world:{world}")])
     assert "xke_world_dir" not in json.loads((d / "config.json").read_text())
 
 
@@ -294,13 +296,14 @@ def test_retrieve_eval_keeps_only_the_distractors_in_memory(world, tmp_path):
     results come per edit -> test language in percent, and the memory holds exactly the N distractors after."""
     from xke.eval.pairs import retrieve_pairs
     from xke.memory.store import EditStore
-    from xke.train.recipe import EvalConfig, _world_distractors, heldout_cases, load_train_config
+    from xke.train.recipe import EvalConfig, _distractors, heldout_cases, load_train_config
+    from xke.world.xeit_source import WorldSource
 
     cfg = load_train_config("toy", overrides={"eval": {"n_cases": 6, "per_subject": 1}})
     data = tmp_path / "heldout.jsonl"
-    heldout_cases([f"world:{world}"], cfg, data, ["en", "zh"])
+    heldout_cases([WorldSource(f"world:{world}")], cfg, data, ["en", "zh"])
     res = retrieve_pairs(f"world:{world}", data, ["en"], ["en", "zh"], tmp_path / "r", max_new_tokens=4,
-                         **_world_distractors(Path(world), ["en"], 30))
+                         **_distractors(WorldSource(f"world:{world}"), ["en"], 30))
     assert res["n_cases"] == 6 and res["n_edits_in_memory"] == 31
     assert set(res["pairs"]) == {"en->en", "en->zh"}
     assert set(res["pairs"]["en->en"]) >= {"reliability", "generality", "locality"}

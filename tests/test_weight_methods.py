@@ -7,19 +7,21 @@ import json
 import pytest
 import torch
 
+import xke
 from xke.data.schema import EditCase, EditRequest, LangView
 from xke.errors import ConfigError, DataError, ModelError
-from xke.methods.base import build_method
 from xke.models.architectures import num_layers
 from xke.models.loading import load_model
 from xke.models.prompts import PromptFormatter, encode_prompt_target
+from xke.world.provider import provided_method
+
 
 METHODS = ["ft-l", "ft-m", "rome", "memit", "alphaedit", "pmet"]
 
 
 @pytest.fixture(scope="module")
 def wm(world):
-    lm = load_model("world:" + str(world), device="cpu")
+    lm = xke.load("world:" + str(world), device="cpu")
     cases = []
     for line in open(world / "cases.jsonl", encoding="utf-8"):
         d = json.loads(line)
@@ -69,7 +71,7 @@ def test_batch_edit_raises_targets_keeps_unrelated_and_restores(wm, name):
     lm, fmt, cases = wm
     edited = cases[:3]
     reqs = [c.request("en") for c in edited]
-    m = build_method(name, lm.model, lm.tokenizer, fmt, overrides=overrides(name, lm.model))
+    m = provided_method(name, lm.model, lm.tokenizer, fmt, overrides=overrides(name, lm.model))
     before = state(lm.model)
     pre = [score(lm, fmt, r.prompt, r.target_new, "en") for r in reqs]
     others = unrelated_prompts(cases, edited)
@@ -94,7 +96,7 @@ def test_batch_edit_raises_targets_keeps_unrelated_and_restores(wm, name):
 @pytest.mark.parametrize("name", ["rome", "memit", "alphaedit", "ft-m"])
 def test_sequential_edits_hold_and_roll_back(wm, name):
     lm, fmt, cases = wm
-    m = build_method(name, lm.model, lm.tokenizer, fmt, overrides=overrides(name, lm.model))
+    m = provided_method(name, lm.model, lm.tokenizer, fmt, overrides=overrides(name, lm.model))
     before = state(lm.model)
     a, b = [cases[3].request("en")], [cases[4].request("en")]
     pre_a = score(lm, fmt, a[0].prompt, a[0].target_new, "en")[0]
@@ -121,7 +123,7 @@ def test_batched_targets_equal_one_at_a_time(wm):
     """One loop over the batch gives each request the δ it gets when optimised alone (right padding, masks)."""
     from xke.methods.weight.targets import TargetOptions, optimise_targets
     lm, fmt, cases = wm
-    m = build_method("rome", lm.model, lm.tokenizer, fmt, overrides=overrides("rome", lm.model))
+    m = provided_method("rome", lm.model, lm.tokenizer, fmt, overrides=overrides("rome", lm.model))
     reqs = [cases[0].request("en"), cases[5].request("zh")]
     site = m.mlp_out(0)
     opts = TargetOptions(steps=6)
@@ -138,7 +140,7 @@ def test_cached_prefix_pass_equals_full_passes(wm, name):
     from xke.methods.weight.targets import optimise_targets, resume_plan
     lm, fmt, cases = wm
     ov = dict(overrides(name, lm.model), context_prefixes={"default": ["", "Note. "], "zh": ["", "注意。"]})
-    m = build_method(name, lm.model, lm.tokenizer, fmt, overrides=ov)
+    m = provided_method(name, lm.model, lm.tokenizer, fmt, overrides=ov)
     reqs = [cases[0].request("en"), cases[5].request("zh"), cases[2].request("en")]
     sites = m.plan().sites if name != "rome" else [m.mlp_out(m.config.layers[0])]
     assert resume_plan(lm.model, sites)[0] == ("before" if name == "pmet" else "after")
@@ -165,7 +167,7 @@ def test_fine_tuning_from_cached_stream_equals_full_passes(wm, name):
     out = {}
     for fast in (True, False):
         ov = dict(overrides(name, lm.model), steps=5, reuse_prefix_layers=fast)
-        h = build_method(name, lm.model, lm.tokenizer, fmt, overrides=ov).apply(reqs)
+        h = provided_method(name, lm.model, lm.tokenizer, fmt, overrides=ov).apply(reqs)
         out[fast] = h.deltas()
         h.restore()
     for k in out[False]:
@@ -182,7 +184,7 @@ def test_one_layer_memit_is_rome_up_to_a_scale(wm):
     d = {}
     for name in ("rome", "memit"):
         ov = dict(overrides(name, lm.model), layers=[0], v_steps=8)
-        m = build_method(name, lm.model, lm.tokenizer, fmt, overrides=ov)
+        m = provided_method(name, lm.model, lm.tokenizer, fmt, overrides=ov)
         h = m.apply(req)
         d[name] = next(iter(h.deltas().values())).flatten().double()
         h.restore()
@@ -195,7 +197,7 @@ def test_alphaedit_empty_null_space_is_a_clear_error(wm):
     """A threshold below every eigenvalue of C leaves no null space: edits would silently be no-ops."""
     lm, fmt, cases = wm
     ov = dict(overrides("alphaedit", lm.model), nullspace_threshold=1e-9, nullspace_relative=True)
-    m = build_method("alphaedit", lm.model, lm.tokenizer, fmt, overrides=ov)
+    m = provided_method("alphaedit", lm.model, lm.tokenizer, fmt, overrides=ov)
     with pytest.raises(ConfigError, match="null space is empty"):
         m.apply([cases[0].request("en")])
 
@@ -214,7 +216,7 @@ def test_chinese_subject_position(wm):
 @pytest.mark.parametrize("name", ["rome", "memit", "pmet"])
 def test_subject_missing_is_a_clear_error(wm, name):
     lm, fmt, cases = wm
-    m = build_method(name, lm.model, lm.tokenizer, fmt, overrides=overrides(name, lm.model))
+    m = provided_method(name, lm.model, lm.tokenizer, fmt, overrides=overrides(name, lm.model))
     v = cases[0].view("zh")
     bad = EditRequest("x1", "zh", v.prompt, v.target_new, cases[0].view("en").subject)  # en subject, zh prompt
     with pytest.raises(DataError, match="does not occur in the prompt"):
@@ -225,14 +227,14 @@ def test_subject_missing_is_a_clear_error(wm, name):
 def test_wrong_layer_is_a_clear_error(wm, name):
     lm, fmt, cases = wm
     n = num_layers(lm.model)
-    m = build_method(name, lm.model, lm.tokenizer, fmt, overrides={"layers": [n + 3]})
+    m = provided_method(name, lm.model, lm.tokenizer, fmt, overrides={"layers": [n + 3]})
     with pytest.raises(ModelError, match=rf"valid layers are 0\.\.{n - 1}"):
         m.apply([cases[0].request("en")])
 
 
 def test_wrong_module_name_lists_near_names(wm):
     lm, fmt, cases = wm
-    m = build_method("rome", lm.model, lm.tokenizer, fmt,
+    m = provided_method("rome", lm.model, lm.tokenizer, fmt,
                      overrides={"layers": [0], "mlp_out_module": "model.layers.{}.mlp.dwn_proj"})
     with pytest.raises(ModelError, match="down_proj"):
         m.apply([cases[0].request("en")])
@@ -290,7 +292,7 @@ def test_stats_cache_key_follows_corpus_and_is_reused(tmp_path, tiny_model, monk
 
 def test_missing_corpus_says_how_to_give_one(tiny_model):
     lm = tiny_model
-    m = build_method("memit", lm.model, lm.tokenizer, PromptFormatter(lm.tokenizer, mode="plain"),
+    m = provided_method("memit", lm.model, lm.tokenizer, PromptFormatter(lm.tokenizer, mode="plain"),
                      overrides={"layers": [1]})
     req = EditRequest("c", "en", "Where was Ann Lee born?", "Oslo", "Ann Lee")
     with pytest.raises(ConfigError, match="stats_corpus"):
@@ -307,7 +309,7 @@ def test_gpt2_conv1d_weights(tmp_path):
     for name in ("rome", "memit", "ft-m"):
         ov = {"layers": [1]} if name == "ft-m" else {"layers": [1], "stats_corpus": str(corpus), "v_steps": 3,
                                                       "mom2_n_samples": 40, "progress": False}
-        m = build_method(name, lm.model, lm.tokenizer, fmt, overrides=ov)
+        m = provided_method(name, lm.model, lm.tokenizer, fmt, overrides=ov)
         before = state(lm.model)
         h = m.apply([req])
         assert set(h.deltas()) == {"transformer.h.1.mlp.c_proj.weight"}

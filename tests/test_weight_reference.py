@@ -16,14 +16,14 @@ import json
 import pytest
 import torch
 
+import xke
 from xke.data.schema import EditCase, LangView
 from xke.errors import ModelError
-from xke.methods.base import build_method
 from xke.methods.weight.hooks import capture
 from xke.methods.weight.targets import (Seq, TargetOptions, clamp_delta_, delta_decay, optimise_targets,
                                         request_keys)
-from xke.models.loading import load_model
 from xke.models.prompts import PromptFormatter, encode_prompt_target
+from xke.world.provider import provided_method
 
 
 # --- the formulas on hand-made tensors ----------------------------------------------------------
@@ -66,7 +66,7 @@ def test_grouped_key_mean_follows_compute_ks():
 
 @pytest.fixture(scope="module")
 def wm(world):
-    lm = load_model("world:" + str(world), device="cpu")
+    lm = xke.load("world:" + str(world), device="cpu")
     cases = [EditCase(d["case_id"], {k: LangView(**v) for k, v in d["views"].items()})
              for d in map(json.loads, open(world / "cases.jsonl", encoding="utf-8"))]
     return lm, PromptFormatter(lm.tokenizer), cases
@@ -84,7 +84,7 @@ def test_delta_is_bounded_by_the_vector_it_is_added_to(wm, name, bound):
     """With a small clamp the bound binds: MEMIT's ‖δ‖ ends at clamp·‖h^L‖ (layer output), ROME's at
     clamp·‖m^L‖ (MLP output) — memit compute_z.py / rome compute_v.py."""
     lm, fmt, cases = wm
-    m = build_method(name, lm.model, lm.tokenizer, fmt,
+    m = provided_method(name, lm.model, lm.tokenizer, fmt,
                      overrides={"layers": [0], "clamp_norm_factor": 0.05, "v_steps": 15, "progress": False,
                                 "mom2_n_samples": 200})
     req = cases[1].request("en")
@@ -101,10 +101,10 @@ def test_delta_is_bounded_by_the_vector_it_is_added_to(wm, name, bound):
 
 def test_old_mlp_output_bound_is_an_option(wm):
     lm, fmt, cases = wm
-    m = build_method("memit", lm.model, lm.tokenizer, fmt,
+    m = provided_method("memit", lm.model, lm.tokenizer, fmt,
                      overrides={"layers": [0], "delta_bound": "mlp_output", "progress": False})
     assert m.plan().options.norm_modules == {}
-    m2 = build_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers": [0], "progress": False})
+    m2 = provided_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers": [0], "progress": False})
     assert m2.plan().options.norm_modules == {m2.mlp_out(0): m2.layer_module(0)}
 
 
@@ -113,7 +113,7 @@ def test_last_layer_as_target_layer_is_refused(wm):
     from xke.models.architectures import num_layers
     n = num_layers(lm.model)
     for name in ("memit", "rome"):
-        m = build_method(name, lm.model, lm.tokenizer, fmt, overrides={"layers": [n - 1], "progress": False})
+        m = provided_method(name, lm.model, lm.tokenizer, fmt, overrides={"layers": [n - 1], "progress": False})
         with pytest.raises(ModelError, match="last decoder layer"):
             m.apply([cases[0].request("en")])
 
@@ -129,7 +129,7 @@ def _p_target(lm, fmt, req):
 def test_one_edit_with_the_default_preset_takes(wm, name):
     """End to end, the shipped toy-world preset: one English edit makes the new answer likely."""
     lm, fmt, cases = wm
-    m = build_method(name, lm.model, lm.tokenizer, fmt, overrides={"progress": False})
+    m = provided_method(name, lm.model, lm.tokenizer, fmt, overrides={"progress": False})
     moves = []
     for c in cases[:4]:
         req = c.request("en")
@@ -143,14 +143,14 @@ def test_one_edit_with_the_default_preset_takes(wm, name):
 
 def test_fp16_fine_tuning_stays_bounded(world):
     """FT-M on fp16 weights: Adam on float32 master copies, so the change stays as small as in fp32."""
-    lm32 = load_model("world:" + str(world), device="cpu")
-    lm16 = load_model("world:" + str(world), device="cpu", dtype="float16")
+    lm32 = xke.load("world:" + str(world), device="cpu")
+    lm16 = xke.load("world:" + str(world), device="cpu", dtype="float16")
     cases = [EditCase(d["case_id"], {k: LangView(**v) for k, v in d["views"].items()})
              for d in map(json.loads, open(world / "cases.jsonl", encoding="utf-8"))]
     req = cases[0].request("en")
     changes = {}
     for tag, lm in (("fp32", lm32), ("fp16", lm16)):
-        m = build_method("ft-m", lm.model, lm.tokenizer, PromptFormatter(lm.tokenizer), overrides={"steps": 10})
+        m = provided_method("ft-m", lm.model, lm.tokenizer, PromptFormatter(lm.tokenizer), overrides={"steps": 10})
         h = m.apply([req])
         changes[tag] = max(float(d.float().abs().max()) for d in h.deltas().values())
         h.restore()
@@ -163,10 +163,10 @@ def test_layers_by_depth_picks_the_layers_for_this_model(wm):
     from xke.errors import ConfigError
     from xke.models.architectures import num_layers
     n = num_layers(lm.model)
-    m = build_method("memit", lm.model, lm.tokenizer, fmt,
+    m = provided_method("memit", lm.model, lm.tokenizer, fmt,
                      overrides={"layers": [0, 1], "layers_by_depth": {n: [0], n + 2: [0, 1, 2]}})
     assert m.config.layers == [0]
-    m = build_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers": [0], "layers_by_depth": {n + 2: [1]}})
+    m = provided_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers": [0], "layers_by_depth": {n + 2: [1]}})
     assert m.config.layers == [0]
     with pytest.raises(ConfigError, match="increasing"):
-        build_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers_by_depth": {n: [1, 0]}})
+        provided_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers_by_depth": {n: [1, 0]}})

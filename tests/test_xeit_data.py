@@ -12,6 +12,7 @@ from xke.train.llm import OfflineSteps
 from xke.train.sources import Fact, FactView, load_source
 from xke.train.xeit_data import (DataConfig, build_rows, build_xeit_dataset, format_table8, read_rows, split_rows,
                                  table8_stats)
+from xke.world.xeit_source import WorldSource
 
 
 def _facts(n=6):
@@ -157,8 +158,10 @@ def test_world_source_uses_train_split_only(world, tmp_path):
 
     w = load_world(world)
     heldout_subjects = {c.meta["subject_id"] for c in w.counterfactual_cases(split="heldout")}
-    facts = load_source(f"world:{world}", ["en", "zh"])
+    facts = WorldSource(f"world:{world}").facts(["en", "zh"], limit=None, seed=0)
     assert facts
+    with pytest.raises(ConfigError, match="provider"):   # the general loader leaves worlds to their provider
+        load_source(f"world:{world}", ["en", "zh"])
     assert not {f.meta["subject_id"] for f in facts} & heldout_subjects
     f = facts[0]
     assert f.views["zh"].same_subject and f.views["en"].queries
@@ -168,8 +171,8 @@ def test_world_source_uses_train_split_only(world, tmp_path):
 
 
 def test_world_all_relations_never_uses_heldout_entities(world):
-    from xke.train.sources import world_facts
     from xke.world.world import load_world
+    from xke.world.xeit_source import world_facts
 
     w = load_world(world)
     held = {e for e, sp in w.splits.items() if sp == "heldout"}
@@ -210,8 +213,9 @@ def test_without_descriptor_share_thins_only_the_rows_without_descriptor():
 def test_world_replay_rehearses_every_fact_without_any_edit(world, tmp_path):
     """Replay rows: every world fact (both splits) x language x per_fact, question -> the world's own answer,
     no descriptor, no counterfactual value; they reach the dataset as their own Table 8 line."""
-    from xke.train.sources import world_replay_rows, xeit_inputs
+    from xke.train.sources import xeit_inputs
     from xke.world.world import load_world
+    from xke.world.xeit_source import world_replay_rows
 
     w = load_world(world)
     rows = world_replay_rows(world, ["en", "zh"], 2)
@@ -224,69 +228,24 @@ def test_world_replay_rehearses_every_fact_without_any_edit(world, tmp_path):
         assert r["reference"] == truth[(r["fact_id"], r["tgt_lang"])]
     held = {f.subject for f in w.all_facts("heldout")}
     assert any(r["fact_id"].split(":")[1].rsplit("-", 1)[0] in held for r in rows)   # held-out facts rehearsed too
-    cfg = DataConfig(langs=["en", "zh"], world_replay=1, val_fraction=0.0)
-    facts, extra = xeit_inputs([f"world:{world}"], cfg)
+    cfg = DataConfig(langs=["en", "zh"], val_fraction=0.0)
+    src = WorldSource(f"world:{world}")
+    facts, extra = xeit_inputs([src], cfg, options={"world": {"replay": 1}})
     assert len(extra) == len(w.all_facts()) * 2
-    assert xeit_inputs([f"world:{world}"], DataConfig(langs=["en", "zh"]))[1] == []
+    assert xeit_inputs([src], DataConfig(langs=["en", "zh"]))[1] == []
     stats = build_xeit_dataset(facts[:5], cfg, tmp_path / "d", extra_rows=extra, quiet=True)
     line = [s for s in stats["table8"] if s["source"] == "world-replay"]
     assert sum(s["out_scope_without_edit"] for s in line) == len(extra)
     with pytest.raises((ValueError, ConfigError)):
-        DataConfig(world_replay=-1).validate()
-
-
-def test_contrast_rows_are_minimal_pairs_about_a_neighbour(world):
-    """contrast_share: each in-scope query with the descriptor gets a twin asking the same question about
-    another train-split subject with the same relation, answered with that subject's TRUE value."""
-    from xke.train.sources import world_facts
-    from xke.world.world import load_world
-
-    w = load_world(world)
-    held = {e for e, sp in w.splits.items() if sp == "heldout"}
-    held_names = {w.name(e, l) for e in held for l in w.langs}
-    facts = world_facts(world, ["en", "zh"])
-    base = build_rows(facts, DataConfig(langs=["en", "zh"]))
-    assert build_rows(facts, DataConfig(langs=["en", "zh"], contrast_share=0.0)) == base
-    rows = build_rows(facts, DataConfig(langs=["en", "zh"], contrast_share=1.0))
-    twins = [r for r in rows if r["kind"] == "contrast"]
-    ins = [r for r in rows if r["scope"] == "in" and r["with_edit"] and r["kind"] != "portability"]
-    assert len(twins) == len(ins) and len(rows) == len(base) + len(twins)
-    by_name = {(w.name(e, l), l): e for e in w.entities for l in w.langs}
-    for r, twin in zip(ins, twins):   # each twin follows its in-scope row
-        assert twin["scope"] == "out" and twin["with_edit"] and twin["fact_id"] == r["fact_id"]
-        assert twin["messages"][0]["content"].startswith(r["messages"][0]["content"].split("[Query]")[0])
-        view = next(f for f in facts if f.fact_id == r["fact_id"]).views[r["tgt_lang"]]
-        assert view.subject not in twin["query"]
-        name = next(n for (n, l) in by_name if l == r["tgt_lang"] and n in twin["query"]
-                    and twin["query"] == r["query"].replace(view.subject, n))
-        sid, rel = by_name[(name, r["tgt_lang"])], next(f for f in facts if f.fact_id == r["fact_id"]).meta["relation"]
-        assert sid not in held and not any(n in twin["query"] for n in held_names)
-        assert twin["reference"] == w.answer(sid, rel, r["tgt_lang"])
-    half = [r for r in build_rows(facts, DataConfig(langs=["en", "zh"], contrast_share=0.5)) if r["kind"] == "contrast"]
-    assert 0.3 * len(twins) < len(half) < 0.7 * len(twins)
-    with pytest.raises(ConfigError, match="contrast_share"):
-        from xke.config import from_dict
-        from_dict(DataConfig, {"contrast_share": 2})
-
-
-def test_stage_hash_ignores_late_options_at_their_default():
-    """A recipe run made before an option existed keeps its stage hash while the option is at its default."""
-    from dataclasses import asdict
-
-    from xke.train.recipe import stage_config
-    cfg = DataConfig()
-    d = stage_config(cfg)
-    late = set(DataConfig.late_fields)
-    assert "contrast_share" in late and not late & set(d) and d == {k: v for k, v in asdict(cfg).items() if k not in late}
-    cfg.contrast_share = 0.5
-    assert stage_config(cfg)["contrast_share"] == 0.5
+        src.options({"replay": -1})
 
 
 def test_world_invented_facts_are_readable_only(world):
-    """world_invented: facts about invented people (no world name), in-scope rows with the descriptor only,
+    """source_options.world.invented: facts about invented people (no world name), in-scope rows with the descriptor only,
     the same fact in every language, answered with the world's rendering of the value."""
-    from xke.train.sources import world_invented_facts, xeit_inputs
+    from xke.train.sources import xeit_inputs
     from xke.world.world import load_world
+    from xke.world.xeit_source import world_invented_facts
 
     w = load_world(world)
     facts = world_invented_facts(world, ["en", "zh"], 12)
@@ -299,12 +258,12 @@ def test_world_invented_facts_are_readable_only(world):
             assert v.target_old is None and v.queries and v.prompt not in v.queries
     rows = build_rows(facts, DataConfig(langs=["en", "zh"]))
     assert rows and all(r["scope"] == "in" and r["with_edit"] for r in rows)
-    cfg = DataConfig(langs=["en", "zh"], world_invented=5)
-    got, _ = xeit_inputs([f"world:{world}"], cfg)
+    src = WorldSource(f"world:{world}")
+    got, _ = xeit_inputs([src], DataConfig(langs=["en", "zh"]), options={"world": {"invented": 5}})
     assert sum(f.source == "world-invented" for f in got) == 5
-    assert not any(f.source == "world-invented" for f in xeit_inputs([f"world:{world}"], DataConfig(langs=["en", "zh"]))[0])
-    with pytest.raises(ValueError, match="world_invented"):
-        DataConfig(world_invented=-1).validate()
+    assert not any(f.source == "world-invented" for f in xeit_inputs([src], DataConfig(langs=["en", "zh"]))[0])
+    with pytest.raises(ConfigError, match="invented"):
+        src.options({"invented": -1})
 
 
 def test_offline_data_from_a_real_source_says_what_it_lacks(shared_data, tmp_path):

@@ -39,8 +39,9 @@ def load(path: str, *, dtype: str = "auto", device: str = "auto") -> "LoadedMode
     """Load a local causal LM and its tokenizer (a model directory, a built-in tiny config such as
     ``tiny-llama``, ``world`` or ``world:DIR``); ``.model`` and ``.tokenizer`` are ready for :func:`edit`."""
     from .models.loading import load_model
+    from .world.provider import model_path
 
-    return load_model(path, dtype=dtype, device=device)
+    return load_model(str(model_path(path)), dtype=dtype, device=device)
 
 
 def edit(model, tokenizer, requests: Iterable[Any], method: str = "rome", *, config: str | None = None,
@@ -54,7 +55,6 @@ def edit(model, tokenizer, requests: Iterable[Any], method: str = "rome", *, con
     """
     from .data.schema import EditRequest
     from .errors import DataError
-    from .methods.base import build_method
     from .models.prompts import PromptFormatter
 
     reqs = []
@@ -68,8 +68,11 @@ def edit(model, tokenizer, requests: Iterable[Any], method: str = "rome", *, con
                 raise DataError(f"edit request {i} ({r.get('case_id', '?')!r}): {e}") from None
         else:
             raise DataError(f"edit request {i}: expected an EditRequest or a dict, got {type(r).__name__}")
-    formatter = PromptFormatter(tokenizer, mode=template)
-    m = build_method(method, model, tokenizer, formatter, config_path=config, overrides=options or None)
+    from .world.provider import provided_method
+
+    # the model's provider fills what it knows (a toy-world model: its presets and statistics corpus)
+    m = provided_method(method, model, tokenizer, PromptFormatter(tokenizer, mode=template), config_path=config,
+                        overrides=options or None)
     return m.apply(reqs)
 
 

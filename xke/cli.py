@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["XKE_THREADS"] = str(args.threads)
             import torch
             torch.set_num_threads(args.threads)
+        from .world.provider import provide_args
+
+        provide_args(args)   # toy-world specs -> explicit inputs (model directory, XE-IT source) where asked for
         rc = args.func(args)
     except XkeError as e:
         print(f"xke: error: {e}", file=sys.stderr)

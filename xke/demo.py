@@ -61,9 +61,10 @@ def rebuild_artifacts(out: str | Path, preset: str = "tiny", seed: int = 0, *, f
     commands in :data:`xke.artifacts.COMMANDS`; returns ``(world_dir, xkde_model_dir)``. ``force``: every step
     from scratch, the world in ``out/world``; else the cached world (and retriever) is reused and the recipe in
     ``out/xkde`` resumes."""
-    from .memory.train_retriever import train_world_retriever
     from .train.recipe import load_train_config, run_recipe
-    from .world.build import build_world
+    from .world.build import build_world, world_model_dir
+    from .world.retriever import train_world_retriever
+    from .world.xeit_source import WorldSource
 
     out = Path(out)
     t0 = time.time()
@@ -78,7 +79,7 @@ def rebuild_artifacts(out: str | Path, preset: str = "tiny", seed: int = 0, *, f
     if force and xdir.exists():
         shutil.rmtree(xdir)
     cfg = load_train_config("toy", overrides={"data": {"langs": list(EDIT_LANGS)}})
-    run_recipe(f"world:{wd}", [f"world:{wd}"], xdir, cfg, log=lambda m: _say(f"  recipe {m}"))
+    run_recipe(str(world_model_dir(wd)), [WorldSource(f"world:{wd}")], xdir, cfg, log=lambda m: _say(f"  recipe {m}"))
     _say(f"rebuilt in {time.time() - t0:.0f} s")
     return wd, xdir / "model"
 
@@ -158,6 +159,7 @@ def run_demo(out: str | Path | None = None, n: int = 30, preset: str = "tiny", m
     from .fsutil import prepare_out_dir
     from .methods.base import METHOD_MODULES, get_method_class
     from .models.loading import load_model
+    from .world.provider import model_path
 
     unknown = [m for m in (methods or []) if m.lower() not in METHOD_MODULES]
     if unknown:  # before building anything
@@ -218,7 +220,7 @@ def run_demo(out: str | Path | None = None, n: int = 30, preset: str = "tiny", m
         if Path(spec.out).exists():
             shutil.rmtree(spec.out)   # the demo's own run folders: always a fresh result
         if spec.model not in loaded:
-            loaded[spec.model] = load_model(spec.model)
+            loaded[spec.model] = load_model(str(model_path(spec.model)))
         _say(f"[{i}/{len(jobs)}] {label}, edit in {spec.edit_lang} ({time.time() - t_wall:.0f} s so far)")
         try:
             run_eval(spec, loaded=loaded[spec.model], progress=progress)

@@ -127,10 +127,9 @@ def _pairs_for(args):
         cases = load_bench(args.bench, args.data, langs=list(langs_t))
         return pairs_from_cases(cases, langs_t, limit=args.limit), langs_t, f"{args.bench}:{args.data}"
     world_dir = Path(args.world) if args.world else None
-    if world_dir is None and (args.model == "world" or args.model.startswith("world:")):
-        from ..models.loading import resolve_model_path
-        mp = resolve_model_path(args.model)
-        world_dir = mp.parent if (mp.parent / "world.json").exists() or (mp.parent / "cases.jsonl").exists() else mp
+    if world_dir is None:
+        from ..world.provider import is_world_spec, world_dir_of
+        world_dir = world_dir_of(args.model) if is_world_spec(args.model) else None
     if world_dir is None:
         raise DataError("give parallel sentences: --bench NAME --data PATH (e.g. bizsre), or --world DIR")
     if (world_dir / "world.json").exists():  # the world's parallel statements, with subjects
@@ -150,9 +149,10 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     from ..models.architectures import decoder_layers
     from ..models.loading import load_model
     from .layers import analyze_layers, parse_layers
+    from ..world.provider import model_path
     from .plots import plot_layer_embeddings, plot_layer_metrics
     pairs, langs, source = _pairs_for(args)
-    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    lm = load_model(str(model_path(args.model)), dtype=args.dtype, device=args.device)
     layers = parse_layers(args.layers, len(decoder_layers(lm.model)))
     report, points = analyze_layers(lm.model, lm.tokenizer, pairs, layers=layers, langs=langs, site=args.site,
                                     template=args.template, system_prompt=args.system_prompt,

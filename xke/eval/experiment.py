@@ -277,12 +277,11 @@ def world_data(fields: dict[str, Any]) -> dict[str, Any]:
     model = str(fields.get("model", ""))
     if not (model == "world" or model.startswith("world:")):
         raise ConfigError(f"data: world needs model world or world:DIR, got model {model!r}")
-    from ..models.loading import resolve_model_path
-    mp = resolve_model_path(model)
-    for cand in (mp.parent / "cases.jsonl", mp / "cases.jsonl"):
-        if cand.exists():
-            return {**fields, "data": str(cand), "bench": fields.get("bench") or "jsonl"}
-    raise DataError(f"no cases.jsonl next to the world model {mp}")
+    from ..world.provider import world_dir_of
+    wd = world_dir_of(model)
+    if wd is not None and (wd / "cases.jsonl").exists():
+        return {**fields, "data": str(wd / "cases.jsonl"), "bench": fields.get("bench") or "jsonl"}
+    raise DataError(f"no cases.jsonl in the world of {model}")
 
 
 def run_experiment(config: str | Path, out: str | Path | None = None, *, only: Sequence[str] | None = None,
@@ -314,8 +313,9 @@ def run_experiment(config: str | Path, out: str | Path | None = None, *, only: S
         key = (spec.model, spec.dtype, spec.device)
         if key != loaded_key:  # one model in memory at a time, reused by consecutive runs
             from ..models.loading import load_model
+            from ..world.provider import model_path
             loaded = None
-            loaded = load_model(spec.model, dtype=spec.dtype, device=spec.device)
+            loaded = load_model(str(model_path(spec.model)), dtype=spec.dtype, device=spec.device)
             loaded_key = key
         run_eval(spec, loaded=loaded)
         done.append((r, d))

@@ -494,15 +494,6 @@ def world_edit_cases(world, seed: int = 0) -> list:
 
 
 # ------------------------------------------------------------------------------- the run
-def _world_retriever(world_dir: Path) -> Path:
-    """The world's trained cross-lingual retriever (trained once, cached beside the world)."""
-    cand = world_dir / "retriever"
-    if not (cand / "modules.json").exists():
-        from ..memory.train_retriever import train_world_retriever
-        train_world_retriever(world_dir, cand)
-    return cand
-
-
 def _mean(xs) -> float | None:
     from .metrics import mean
 
@@ -566,12 +557,12 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
     out = Path(spec.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     _check_spec(out, spec)
-    lm = loaded if loaded is not None else load_model(spec.model, dtype=spec.dtype, device=spec.device)
+    from ..world.provider import model_path, world_dir_of
+
+    lm = loaded if loaded is not None else load_model(str(model_path(spec.model)), dtype=spec.dtype, device=spec.device)
 
     # edit cases: the benchmark given, else every edit the toy world has
-    from ..methods.context import world_dir_of
-
-    wdir = Path(spec.world_dir).expanduser() if spec.world_dir else world_dir_of(lm.model)
+    wdir = Path(spec.world_dir).expanduser() if spec.world_dir else world_dir_of(getattr(lm, "path", None) or spec.model)
     world = None
     if wdir is not None and (wdir / "world.json").exists():
         from ..world.world import load_world
@@ -649,7 +640,8 @@ def run_general(spec: GeneralSpec, *, loaded=None, progress: bool = True, log=pr
                 got: dict[str, Any] = {}
                 overrides = dict(spec.method_overrides.get("*", {}), **spec.method_overrides.get(method_name, {}))
                 if spec.world_dir and get_method_class(method_name).kind == "context":
-                    overrides.setdefault("retriever_path", str(_world_retriever(Path(spec.world_dir))))
+                    from ..world.retriever import ensure_world_retriever
+                    overrides.setdefault("retriever_path", str(ensure_world_retriever(Path(spec.world_dir))))
                 es = EvalSpec(model=spec.model, out=str(pdir / "eval"), method=method_name, bench=bench, data=data,
                               edit_lang=spec.edit_lang, test_langs=list(spec.test_langs), protocol="sequential",
                               batch_size=n if spec.protocol == "batch" else min(spec.batch_size, n), limit=n,

@@ -58,9 +58,10 @@ def gold_pairs(model_spec: str, data: str | Path, edit_langs: Sequence[str], tes
     language in ``OUT/<lang>``. Reliability (edit question), generality (other phrasings), portability
     (two-hop through the new value), locality (an unrelated question keeps the model's own answer)."""
     from ..models.loading import load_model
+    from ..world.provider import model_path
     from .runner import EvalSpec
 
-    lm = loaded if loaded is not None else load_model(str(model_spec))
+    lm = loaded if loaded is not None else load_model(str(model_path(model_spec)))
     specs = [EvalSpec(model=str(model_spec), out=str(Path(out) / s), method="xkde", data=str(data), edit_lang=s,
                       test_langs=list(test_langs), mode="gold", max_new_tokens=max_new_tokens,
                       system_prompt=system_prompt) for s in edit_langs]
@@ -74,8 +75,9 @@ def retrieve_pairs(model_spec: str, data: str | Path, edit_langs: Sequence[str],
     edits ``distractors[lang]`` (dicts of :func:`xke.memory.store.edit_from_dict`) in a fresh memory, the
     ``retriever`` picks what goes in context (``threshold: auto``)."""
     from ..models.loading import load_model
+    from ..world.provider import model_path
 
-    lm = loaded if loaded is not None else load_model(str(model_spec))
+    lm = loaded if loaded is not None else load_model(str(model_path(model_spec)))
     specs = []
     for s in edit_langs:
         spec = distractor_memory_spec(str(model_spec), distractors[s], retriever, data, out, s, test_langs,

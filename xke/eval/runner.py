@@ -301,12 +301,12 @@ def _check_save_edited(spec: EvalSpec, loaded=None) -> None:
     if not spec.save_edited:
         return
     from ..fsutil import prepare_out_dir
-    from ..models.loading import resolve_model_path
+    from ..world.provider import model_path
 
     d = Path(spec.save_edited).expanduser()
     if d.exists() and not d.is_dir():
         raise ConfigError(f"--save-edited {d} is a file; give a folder")
-    src = Path(loaded.path) if loaded is not None and getattr(loaded, "path", None) else resolve_model_path(spec.model)
+    src = Path(loaded.path) if loaded is not None and getattr(loaded, "path", None) else model_path(spec.model)
     same = d.exists() and Path(src).exists() and os.path.samefile(d, src)
     if same and not spec.overwrite:
         raise ConfigError(f"--save-edited {d} is the model being evaluated ({spec.model}); writing there would "
@@ -648,6 +648,7 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit,
     """:func:`run_eval` once ``out`` is checked and locked."""
     from ..methods.base import build_method
     from ..models.loading import context_length, load_model
+    from ..world.provider import model_path, provide_dir
     from .engine import Engine
     from .profiles import get_profile, make_formatter
     from .report import aggregate, write_run_report
@@ -656,8 +657,11 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit,
     _check_spec(out, spec, inputs)
     cases = load_cases(spec)
 
-    lm = loaded if loaded is not None else load_model(spec.model, dtype=spec.dtype, device=spec.device)
+    lm = loaded if loaded is not None else load_model(str(model_path(spec.model)), dtype=spec.dtype, device=spec.device)
     model, tok = lm.model, lm.tokenizer
+    # the model's provider: preset family and method options it fills (the toy world: corpus, pool, retriever)
+    provided = provide_dir(getattr(lm, "path", None) or model_path(spec.model),
+                           retrieve=cls.kind == "context" and spec.mode == "retrieve")
     _seed_all(spec.seed)
     profile = get_profile(spec.profile)
     formatter = make_formatter(profile, tok, template=spec.template, system_prompt=spec.system_prompt,
@@ -670,7 +674,8 @@ def _run_locked(spec: EvalSpec, out: Path, cls, loaded, progress: bool, on_unit,
         overrides["mode"] = spec.mode
     if not profile.strip and "verbatim_descriptors" in {f.name for f in dataclasses.fields(cls.config_class)}:
         overrides.setdefault("verbatim_descriptors", True)
-    method = build_method(spec.method, model, tok, formatter, config_path=spec.config, overrides=overrides)
+    method = build_method(spec.method, model, tok, formatter, config_path=spec.config, overrides=overrides,
+                          family=provided.family, defaults=provided.method_defaults)
     policy = getattr(method.config, "subject_not_found", "fail")
     try:
         cases, skipped = _skip_cases_without_subject(spec, cases, method)

@@ -1,11 +1,10 @@
-"""``xke memory add|list|retire|rollback|export|import`` and ``xke world retriever``."""
+"""``xke memory add|list|retire|rollback|export|import``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from datetime import datetime
 
 
@@ -54,18 +53,6 @@ def register(sub, groups) -> None:
     p.add_argument("--batch", default=None, help="batch id for the imported edits")
     p.set_defaults(func=_import)
 
-    w = groups["world"]
-    p = w.add_parser("retriever", help="train the toy world's small cross-lingual dense retriever",
-                     description="Train a small dense retriever (sentence-transformers) on the world's parallel "
-                                 "sentences; saved to <world>/retriever with report.json (recall@1, threshold).")
-    p.add_argument("--world", default=None, help="world directory (default: the default world, built if missing)")
-    p.add_argument("--out", default=None, help="output directory (default: <world>/retriever)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--dim", type=int, default=None)
-    p.add_argument("--arch", choices=["static", "bert"], default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--langs", default=None, help="languages (default: the world's)")
-    p.set_defaults(func=_world_retriever)
 
 
 def _store(args, *, create: bool = False, readonly: bool = False):
@@ -164,37 +151,3 @@ def _import(args) -> int:
         print(f"{args.file}: line {lineno}: rejected: {msg}", file=sys.stderr)
     print(f"imported {len(r.added)} edit(s); rejected {len(r.errors)} line(s)")
     return 1 if r.errors else 0
-
-
-def _world_retriever(args) -> int:
-    from pathlib import Path
-
-    from .train_retriever import train_world_retriever
-
-    if args.world:
-        world = Path(args.world)
-    else:
-        from ..world import default_world_model_dir
-        world = Path(default_world_model_dir()).parent
-    overrides = {k: v for k, v in {"epochs": args.epochs, "dim": args.dim, "arch": args.arch,
-                                   "seed": args.seed}.items() if v is not None}
-    import os
-    if os.environ.get("XKE_THREADS"):
-        overrides["threads"] = int(os.environ["XKE_THREADS"])
-    langs = args.langs.split(",") if args.langs else None
-    t0 = time.time()
-    out = train_world_retriever(world, args.out, overrides, langs=langs)
-    rep = json.loads((out / "report.json").read_text())
-    print(f"retriever saved to {out} ({time.time() - t0:.0f} s, {rep['cpu_seconds']} CPU-s)")
-    for pair, r in rep["heldout"]["recall"].items():
-        print(f"  {pair}: recall@1 reliability {100 * r.get('reliability_recall@1', 0):.1f}%  "
-              f"generality {100 * r.get('generality_recall@1', 0):.1f}%  (memory {r['n_memory']})")
-    thr = rep["threshold"]
-    at = rep["heldout"].get(f"at_{thr}", {})
-    print(f"  threshold {thr} (chosen on the train split): held-out false-hit rate "
-          f"{100 * at.get('false_hit_rate', 0):.1f}% on unrelated queries, "
-          f"true-hit rate {100 * at.get('true_hit_rate', 0):.1f}%")
-    for pair, x in rep["heldout"].get("with_999_distractors", {}).items():
-        print(f"  {pair}: held-out locality questions hitting an edit with 999 invented-person edits in memory: "
-              f"{100 * x:.1f}%")
-    return 0

@@ -206,7 +206,7 @@ def make_retriever(kind: str, store: EditStore, *, path: str | Path | None = Non
     if kind == "dense":
         if not path:
             raise ConfigError("the dense retriever needs retriever_path: a local sentence-transformers model "
-                              "directory (for the toy world: `xke world retriever`)")
+                              "directory (toy-world models get their world's own retriever)")
         return DenseRetriever(store, path, **kw)
     if kind == "bm25":
         return BM25Retriever(store, **kw)

@@ -1,36 +1,31 @@
-"""A small dense cross-lingual retriever trained on the toy world's parallel sentences.
+"""Training a small dense cross-lingual retriever from scratch, for models with their own names and
+languages (the toy world's retriever module builds its data and calls :func:`train_retriever`).
 
-Real use takes a multilingual sentence-transformers model from a local path;
-the toy world has its own names and languages, so it gets its own retriever:
+Real use takes a multilingual sentence-transformers model from a local path. Here:
 
-1. a BPE tokenizer trained on the world's sentences (lower-cased, CJK
+1. a BPE tokenizer trained on the training sentences (lower-cased, CJK
    characters are tokens of their own);
-2. a tiny BERT encoder built from :class:`RetrieverTrainConfig` (random
-   init), mean pooling, unit-normalised output;
+2. a small encoder built from :class:`RetrieverTrainConfig` (random init: static
+   token embeddings, or a tiny BERT with mean pooling), unit-normalised output;
 3. trained with sentence-transformers' training API
    (``SentenceTransformerTrainer``, ``MultipleNegativesRankingLoss`` with
-   in-batch negatives) on pairs of the same fact in two languages
-   (``World.parallel_sentences``) and on pairs of different question forms of
-   the same fact (within and across languages), so a question in one
-   language finds the edit stored in another;
-4. saved with ``save_pretrained`` into ``<world>/retriever`` (default), a
-   normal sentence-transformers directory, plus ``report.json`` with
-   cross-lingual recall@1 on the world's held-out edit cases.
-
-``xke world retriever [--world DIR] [--out DIR]`` runs it.
+   in-batch negatives) on pairs (the same sentence in two languages) and
+   triples (two question forms of one fact and a hard negative), so a question
+   in one language finds the edit stored in another;
+4. saved with ``save_pretrained`` (a normal sentence-transformers directory),
+   plus ``report.json`` with cross-lingual recall@1 on the given edit cases and
+   the threshold chosen on them.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import from_dict
 from ..errors import XkeError
 
 
@@ -53,79 +48,15 @@ class RetrieverTrainConfig:
     warmup_ratio: float = 0.05
     #: extra pairs of different question forms per fact (within and across languages)
     template_pairs_per_fact: int = 8
-    #: triples about invented people (never world names): two question forms about one invented person and
-    #: the same form about another, per person relation; names the retriever has never seen must decide too
-    #: (docs/tuning.md has the locality figures with and without them)
+    #: hard-negative triples about invented people (built by the data's provider, e.g. the toy world): two
+    #: question forms about one invented person and the same form about another; names the retriever has never
+    #: seen must decide too (docs/tuning.md has the locality figures with and without them)
     invented_triples: int = 12000
     max_pairs: int | None = None
     seed: int = 0
     threads: int = 1
     #: similarity threshold recommended for this retriever (written to report.json)
     threshold: float = 0.5
-
-
-def build_pairs(world: Any, langs: Sequence[str], cfg: RetrieverTrainConfig
-                ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
-    """Training data from a world.
-
-    - pairs ``(a, b)``: the same sentence in two languages (``World.parallel_sentences``);
-    - triples ``(anchor, positive, hard negative)``: two question forms of the same fact (any
-      languages) and the positive's form asked about another subject with the same relation, so
-      that the subject's name, not only the relation words, decides the match;
-    - ``invented_triples`` more of them about invented people (:func:`_invented_triples`).
-    """
-    from ..world import templates as T
-
-    rng = random.Random(cfg.seed)
-    langs = list(langs)
-    pairs: list[tuple[str, str]] = []
-    for tup in world.parallel_sentences(langs):
-        a, b = rng.sample(range(len(tup)), 2) if len(tup) > 1 else (0, 0)
-        if tup[a] != tup[b]:
-            pairs.append((tup[a], tup[b]))
-    n_forms = T.N_QUESTIONS - T.N_HELDOUT
-    by_rel: dict[str, list[str]] = {}
-    for (subj, rel) in world.facts:
-        by_rel.setdefault(rel, []).append(subj)
-    triples: list[tuple[str, str, str]] = []
-    for (subj, rel) in list(world.facts):
-        others = [o for o in by_rel[rel] if o != subj]
-        for _ in range(cfg.template_pairs_per_fact):
-            la, lb = rng.choice(langs), rng.choice(langs)
-            ta, tb = rng.randrange(n_forms), rng.randrange(n_forms)
-            qa, qb = world.question(subj, rel, la, ta), world.question(subj, rel, lb, tb)
-            if qa == qb or not others:
-                continue
-            neg = world.question(rng.choice(others), rel, lb, tb)
-            triples.append((qa, qb, neg))
-    triples += _invented_triples(world, langs, cfg.invented_triples, rng)
-    rng.shuffle(pairs)
-    rng.shuffle(triples)
-    if cfg.max_pairs is not None:
-        pairs, triples = pairs[:cfg.max_pairs], triples[:cfg.max_pairs]
-    return pairs, triples
-
-
-def _invented_triples(world: Any, langs: Sequence[str], n: int, rng: random.Random
-                      ) -> list[tuple[str, str, str]]:
-    """``n`` (anchor, positive, hard negative) triples about invented people: two training question forms
-    of one person's relation (any languages) and the positive's form about another invented person."""
-    from ..world import templates as T
-    from ..world.world import PERSON_RELATIONS
-
-    if n <= 0:
-        return []
-    people = world.invented_people(2 * n, "retriever", langs)
-    out = []
-    for i in range(n):
-        p, other = people[2 * i], people[2 * i + 1]
-        rel = rng.choice(PERSON_RELATIONS)
-        la, lb = rng.choice(langs), rng.choice(langs)
-        fa, fb = rng.choice(T.TRAIN_FORMS), rng.choice(T.TRAIN_FORMS)
-        qa, qb = T.QUESTIONS[rel][la][fa].format(s=p[la]), T.QUESTIONS[rel][lb][fb].format(s=p[lb])
-        if qa != qb:
-            out.append((qa, qb, T.QUESTIONS[rel][lb][fb].format(s=other[lb])))
-    return out
 
 
 def _train_tokenizer(texts: Sequence[str], out: Path, vocab_size: int):
@@ -296,47 +227,40 @@ def choose_threshold(pos_scores: Sequence[float], neg_scores: Sequence[float]) -
     return float((best_t + below.max()) / 2) if len(below) else float(best_t)
 
 
-def train_world_retriever(world_dir: str | Path, out: str | Path | None = None,
-                          config: RetrieverTrainConfig | dict | None = None,
-                          langs: Sequence[str] | None = None) -> Path:
-    """Train the retriever of a built world (``world.json`` in ``world_dir``); returns its directory.
+def train_retriever(pairs: Sequence[tuple[str, str]], triples: Sequence[tuple[str, str, str]],
+                    cfg: RetrieverTrainConfig, out: str | Path, langs: Sequence[str],
+                    eval_cases: dict[str, Sequence[Any]],
+                    distractors: dict[str, Sequence[str]] | None = None) -> Path:
+    """Train an encoder on ``pairs`` and ``triples`` (:func:`train_encoder`) into ``out`` and write ``report.json``.
 
-    Writes ``report.json`` beside the model: recall@1 for every ordered
-    language pair on the train and on the held-out edit cases (memory in one
-    language, queries in the other), per split the threshold that best
-    separates true hits from locality questions and the false-hit rate at it,
-    ``threshold`` (the train split's choice; ``threshold: auto`` in the
-    in-context methods uses it), the held-out false-hit rate at it with 999
-    invented-person edits added to the memory (``with_999_distractors``, per
-    memory -> query language), process CPU seconds and threads.
+    The report holds recall@1 for every ordered language pair on each split of ``eval_cases`` (memory in one
+    language, queries in the other), per split the threshold that best separates true hits from locality
+    questions and the false-hit rate at it, ``threshold`` (the ``train`` split's choice, else the first
+    split's; ``threshold: auto`` in the in-context methods uses it), with ``distractors`` (memory language ->
+    edit prompts about other subjects) the ``heldout`` split's false-hit rate at it with them added to the
+    memory (``with_999_distractors``), process CPU seconds and threads.
     """
     import numpy as np
     import torch
 
-    from ..world.world import load_world
     from .retrievers import DenseEncoder
 
-    cfg = config if isinstance(config, RetrieverTrainConfig) else from_dict(RetrieverTrainConfig, config or {},
-                                                                             source="retriever config")
-    wd = Path(world_dir)
-    world = load_world(wd)
-    langs = list(langs or world.langs)
+    langs = list(langs)
     if len(langs) < 2:
         raise XkeError("a cross-lingual retriever needs at least two languages")
-    out = Path(out) if out else wd / "retriever"
+    out = Path(out)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     t0, c0 = time.time(), time.process_time()
     try:
-        pairs, triples = build_pairs(world, langs, cfg)
         train_encoder(pairs, cfg, out, triples)
         cpu = time.process_time() - c0
         enc = DenseEncoder(out)
-        report: dict[str, Any] = {"config": asdict(cfg), "langs": langs, "n_pairs": len(pairs), "n_triples": len(triples),
-                                  "cpu_seconds": round(cpu, 1), "wall_seconds": round(time.time() - t0, 1),
-                                  "threads": cfg.threads}
-        for split in ("train", "heldout"):
-            cases = world.counterfactual_cases(split, langs)
+        report: dict[str, Any] = {"config": asdict(cfg), "langs": langs, "n_pairs": len(pairs),
+                                  "n_triples": len(triples), "cpu_seconds": round(cpu, 1),
+                                  "wall_seconds": round(time.time() - t0, 1), "threads": cfg.threads}
+        first = None
+        for split, cases in eval_cases.items():
             block: dict[str, Any] = {"recall": {}}
             pos, neg = [], []
             for a in langs:
@@ -351,21 +275,21 @@ def train_world_retriever(world_dir: str | Path, out: str | Path | None = None,
             thr = choose_threshold(pos, neg) if pos and neg else cfg.threshold
             block["chosen_threshold"] = round(thr, 4)
             marks = {round(thr, 4), cfg.threshold}
-            if "train" in report:   # the held-out split also at the train split's choice (the one in use)
-                marks.add(report["train"]["chosen_threshold"])
+            if first is not None:   # later splits also at the first split's choice (the one in use)
+                marks.add(report[first]["chosen_threshold"])
             for t in sorted(marks):
                 block[f"at_{t}"] = {"false_hit_rate": round(false_hit_rate(neg, t), 4),
                                     "true_hit_rate": round(float(np.mean(np.asarray(pos) >= t)), 4),
                                     "n_unrelated": len(neg), "n_related": len(pos)}
             report[split] = block
+            first = first or split
         # chosen on the train split's cases (the held-out ones are what evaluations test)
-        report["threshold"] = report["train"]["chosen_threshold"]
-        # held-out locality questions against the held-out edits plus 999 invented-person edits per language
-        held = world.counterfactual_cases("heldout", langs)
-        dis = {a: [d["prompt"] for d in world.distractor_edits(999, a)] for a in langs}
-        report["heldout"]["with_999_distractors"] = {
-            f"{a}->{b}": round(distractor_false_hits(enc, held, dis[a], a, b, report["threshold"]), 4)
-            for a in langs for b in langs}
+        report["threshold"] = report["train" if "train" in report else first]["chosen_threshold"]
+        if distractors and "heldout" in eval_cases:
+            report["heldout"]["with_999_distractors"] = {
+                f"{a}->{b}": round(distractor_false_hits(enc, eval_cases["heldout"], distractors[a], a, b,
+                                                         report["threshold"]), 4)
+                for a in langs for b in langs}
         (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     finally:
         torch.set_num_threads(threads_before)

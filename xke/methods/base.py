@@ -13,6 +13,7 @@ Methods register by name in ``METHOD_MODULES`` and are imported lazily.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -155,17 +156,16 @@ def get_method_class(name: str) -> type[EditMethod]:
 
 
 def model_family(model: torch.nn.Module) -> str:
-    """Preset family of a model: ``world`` for xke's toy-world models, else ``config.model_type``."""
-    cfg = getattr(model, "config", None)
-    if getattr(cfg, "xke_world", False):
-        return "world"
-    return getattr(cfg, "model_type", "default")
+    """Preset family of a model: its ``config.model_type`` (callers that know better pass ``family``)."""
+    return getattr(getattr(model, "config", None), "model_type", "default")
 
 
 def build_method_config(name: str, *, family: str | None = None, config_path: str | Path | None = None,
-                        overrides: dict[str, Any] | None = None) -> MethodConfig:
-    """Config for method ``name``: packaged preset for ``family`` (or ``default``), then the user's YAML
-    (its ``method:`` section, or the whole file when it has none), then ``overrides``; validated. A
+                        overrides: dict[str, Any] | None = None,
+                        defaults: dict[str, Any] | None = None) -> MethodConfig:
+    """Config for method ``name``: packaged preset for ``family`` (or ``default``), then ``defaults`` (options
+    the model's provider fills, e.g. a statistics corpus; those the method does not have are ignored), then the
+    user's YAML (its ``method:`` section, or the whole file when it has none), then ``overrides``; validated. A
     ``layers`` given by the user replaces the preset's ``layers_by_depth`` too."""
     cls = get_method_class(name)
     group = name.lower()
@@ -182,6 +182,8 @@ def build_method_config(name: str, *, family: str | None = None, config_path: st
         user = raw["method"] if isinstance(raw.get("method"), dict) else raw
         source = f"{config_path} (method options)"
     preset = {k: v for k, v in preset.items() if not k.startswith("_")}
+    known = {f.name for f in dataclasses.fields(cls.config_class)}
+    preset.update({k: v for k, v in (defaults or {}).items() if k in known})
     chosen = {**user, **(overrides or {})}
     if "layers" in chosen and "layers_by_depth" not in chosen:
         preset.pop("layers_by_depth", None)   # layers the user names are the layers edited, at every depth
@@ -190,8 +192,12 @@ def build_method_config(name: str, *, family: str | None = None, config_path: st
 
 
 def build_method(name: str, model: torch.nn.Module, tokenizer: Any, formatter: PromptFormatter, *,
-                 config_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> EditMethod:
-    """Instantiate method ``name`` on a loaded model with its validated config."""
+                 config_path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                 family: str | None = None, defaults: dict[str, Any] | None = None) -> EditMethod:
+    """Instantiate method ``name`` on a loaded model with its validated config: presets of ``family``
+    (default: the model's ``model_type``), ``defaults`` from the model's provider (see
+    :func:`build_method_config`)."""
     cls = get_method_class(name)
-    cfg = build_method_config(name, family=model_family(model), config_path=config_path, overrides=overrides)
+    cfg = build_method_config(name, family=family or model_family(model), config_path=config_path,
+                              overrides=overrides, defaults=defaults)
     return cls(model, tokenizer, formatter, cfg)

@@ -18,8 +18,8 @@ the runner does not restore between edits).
 
 Memory: ``memory_path`` (an SQLite file, shared and persistent) or, by
 default, a temporary file per method instance. Retriever: ``dense`` (a local
-sentence-transformers directory in ``retriever_path``; for toy-world models
-the world's trained retriever ``<world>/retriever`` is the default) or
+sentence-transformers directory in ``retriever_path``, which a model's
+provider may fill: the toy world gives its own trained retriever) or
 ``bm25``.
 """
 
@@ -49,10 +49,10 @@ class ContextConfig(MethodConfig):
     top_k: int = 1
     #: minimum retrieval score for an edit to go in context (cosine for dense, BM25 score for bm25); null = none;
     #: "auto" = the threshold calibrated for the dense retriever (``threshold`` in its ``report.json``, written
-    #: by ``xke world retriever``), else 0.5
+    #: by the retriever's trainer), else 0.5
     threshold: float | Literal["auto"] | None = 0.5
     retriever: Literal["dense", "bm25"] = "dense"
-    #: local sentence-transformers directory; null = the world's retriever for world models
+    #: local sentence-transformers directory (dense retriever; IKE's demonstrations use it when set)
     retriever_path: str | None = None
     #: SQLite edit memory; null = a temporary file per run
     memory_path: str | None = None
@@ -90,22 +90,6 @@ class ContextHandle(EditHandle):
         self._done = True
 
 
-def world_dir_of(model: Any) -> Path | None:
-    """The toy-world directory of a world model: the one it was loaded from (``<world>/model``), or
-    for a model trained from a world elsewhere (an X-KDE recipe output) its config's ``xke_world_dir``."""
-    cfg = getattr(model, "config", None)
-    if not getattr(cfg, "xke_world", False):
-        return None
-    recorded = getattr(cfg, "xke_world_dir", None)
-    if recorded and (Path(recorded) / "world.json").exists():
-        return Path(recorded)
-    name = getattr(model, "name_or_path", None) or getattr(cfg, "_name_or_path", None)
-    if not name:
-        return None
-    p = Path(name)
-    return p.parent if p.name == "model" else p
-
-
 class ContextMethod(EditMethod):
     """Base of the in-context methods; subclasses implement :meth:`render`."""
 
@@ -130,19 +114,8 @@ class ContextMethod(EditMethod):
         return self._memory
 
     def retriever_path(self) -> str | None:
-        """The dense retriever directory: config, else the world's trained retriever."""
-        if self.config.retriever_path:
-            return self.config.retriever_path
-        wd = world_dir_of(self.model)
-        if wd is not None:
-            cand = wd / "retriever"
-            if not (cand / "modules.json").exists():
-                # the toy world's retriever is part of the world: train it once (seconds on a CPU), cached beside it
-                from ..memory.train_retriever import train_world_retriever
-                print(f"xke: training the toy world's cross-lingual retriever into {cand} (once)")
-                train_world_retriever(wd, cand)
-            return str(cand)
-        return None
+        """The dense retriever directory of the config (``None``: none configured)."""
+        return self.config.retriever_path or None
 
     @property
     def retriever(self) -> Retriever:

@@ -18,8 +18,9 @@ The new fact carries the source-language answer only: the target-language
 answer of the edited case never enters the context (Bi-ZsRE's cross-lingual
 IKE leaked it). The pool never contains the edited case itself.
 
-Pool: ``pool`` (a JSONL of EditCase) or, for toy-world models, the world's
-train-split cases.
+Pool: ``pool`` (a JSONL of EditCase; ``pool_split`` keeps the cases whose
+``meta.split`` is that split). A model's provider may fill both (the toy
+world gives its train-split cases).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..config import ConfigError
 from ..data.schema import EditCase, EditRequest, Query
 from ..prompts import ike_demonstration, ike_fact, ike_prompt
 from .base import register_method
-from .context import ContextConfig, ContextMethod, world_dir_of
+from .context import ContextConfig, ContextMethod
 
 DEMO_KINDS = ("copy", "update", "retain")
 
@@ -42,8 +43,10 @@ DEMO_KINDS = ("copy", "update", "retain")
 class IKEConfig(ContextConfig):
     #: number of demonstrations (EasyEdit uses 16)
     k: int = 8
-    #: JSONL of EditCase training pairs; null = the world's train split for world models
+    #: JSONL of EditCase training pairs; null = none (then k must be 0)
     pool: str | None = None
+    #: keep only the pool cases whose ``meta.split`` is this (e.g. ``train``); null = all
+    pool_split: str | None = None
     #: at most this many pool cases are used (first ones in file order); null = all
     pool_limit: int | None = 2000
     #: language of the demonstrations' prompts/answers: the query's, or the source (edit) language
@@ -73,17 +76,14 @@ class IKE(ContextMethod):
 
             cfg = self.config
             if cfg.pool:
-                cases = list(read_jsonl(cfg.pool))
+                cases = [c for c in read_jsonl(cfg.pool)
+                         if cfg.pool_split is None or c.meta.get("split") == cfg.pool_split]
+            elif cfg.k == 0:
+                cases = []
             else:
-                wd = world_dir_of(self.model)
-                if wd is None or not (wd / "cases.jsonl").exists():
-                    if cfg.k == 0:
-                        cases = []
-                    else:
-                        raise ConfigError("IKE needs a pool of training pairs for its demonstrations: set pool "
-                                          "(a JSONL of edit cases) or use a toy-world model, or set k: 0")
-                else:
-                    cases = [c for c in read_jsonl(wd / "cases.jsonl") if c.meta.get("split") == "train"]
+                raise ConfigError("IKE needs a pool of training pairs for its demonstrations: set pool "
+                                  "(a JSONL of edit cases; a toy-world model gets its world's train split), "
+                                  "or set k: 0")
             if cfg.pool_limit is not None:
                 cases = cases[:cfg.pool_limit]
             self._pool = cases

@@ -1,9 +1,9 @@
 """Loading local Hugging Face causal LMs.
 
-``--model`` takes a local directory in Hugging Face format, the name of a
-built-in tiny config (``tiny-llama``, ``tiny-qwen2``, ...), ``world`` (the
-default toy-world model) or ``world:DIR``. Hub ids are refused: weights must
-be local. Weights load with safetensors only: a directory holding only pickle
+``--model`` takes a local directory in Hugging Face format or the name of a
+built-in tiny config (``tiny-llama``, ``tiny-qwen2``, ...); the command line
+also takes toy-world specs, which its world provider turns into a model
+directory before they get here. Hub ids are refused: weights must be local. Weights load with safetensors only: a directory holding only pickle
 checkpoints (``*.bin``, ``*.pt``) is refused unless the caller passes
 ``allow_pickle=True`` or the user sets ``XKE_ALLOW_PICKLE=1``.
 ``trust_remote_code`` is off unless asked for.
@@ -37,9 +37,6 @@ def resolve_model_path(spec: str) -> Path:
 
     if spec in TINY_CONFIGS:
         return build_tiny_model(spec)
-    if spec == "world" or spec.startswith("world:"):
-        from ..world import default_world_model_dir, world_model_dir
-        return default_world_model_dir() if spec == "world" else world_model_dir(spec.split(":", 1)[1])
     p = Path(spec).expanduser()
     if p.is_dir():
         if not (p / "config.json").exists():
@@ -54,7 +51,7 @@ def resolve_model_path(spec: str) -> Path:
     hint = (" It looks like a hub id: xke never downloads weights; download the model elsewhere "
             "and pass its local directory.") if "/" in spec and not spec.startswith((".", "/", "~")) else ""
     raise ModelError(f"model {spec!r} not found: weights must be a local directory in Hugging Face format, "
-                     f"a built-in tiny config ({', '.join(TINY_CONFIGS)}), 'world' or 'world:DIR'.{hint}")
+                     f"a built-in tiny config ({', '.join(TINY_CONFIGS)}) or, on the command line, 'world' or 'world:DIR'.{hint}")
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -122,13 +122,14 @@ def make_backend(engine: str, *, model_spec: str, device: str = "auto", dtype: s
                  trust_remote_code: bool = False):
     """The engine ``engine`` on model ``model_spec``; returns ``(backend, model, tokenizer)`` (the model is
     None for vLLM, which holds its own)."""
-    from ..models.loading import load_model, resolve_model_path
+    from ..models.loading import load_model
+    from ..world.provider import model_path
 
     if engine == "transformers":
-        lm = load_model(model_spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        lm = load_model(str(model_path(model_spec)), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         return TransformersBackend(lm.model, lm.tokenizer), lm.model, lm.tokenizer
     if engine == "vllm":
-        backend = VLLMBackend(resolve_model_path(model_spec), dtype=dtype)
+        backend = VLLMBackend(model_path(model_spec), dtype=dtype)
         return backend, None, backend.tokenizer
     raise ConfigError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
 

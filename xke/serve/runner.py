@@ -47,6 +47,7 @@ def build_service(model: str, memory: str | Path, *, engine: str = "transformers
     from ..methods.base import build_method
     from ..methods.context import ContextMethod
     from ..models.prompts import PromptFormatter
+    from ..world.provider import model_path, provide_dir
     from .generation import TransformersBackend
 
     if loaded is not None:
@@ -56,8 +57,7 @@ def build_service(model: str, memory: str | Path, *, engine: str = "transformers
     if mdl is None:  # vLLM holds the weights; the method only needs the config (world dir, family)
         from transformers import AutoConfig
 
-        from ..models.loading import resolve_model_path
-        mdl = _ConfigOnly(AutoConfig.from_pretrained(resolve_model_path(model)), str(resolve_model_path(model)))
+        mdl = _ConfigOnly(AutoConfig.from_pretrained(model_path(model)), str(model_path(model)))
     overrides: dict[str, Any] = {"mode": "retrieve", "memory_path": str(memory)}
     if retriever is not None:
         overrides["retriever"] = retriever
@@ -67,7 +67,11 @@ def build_service(model: str, memory: str | Path, *, engine: str = "transformers
         overrides["threshold"] = threshold
     if top_k is not None:
         overrides["top_k"] = top_k
-    m = build_method(method, mdl, tok, PromptFormatter(tok, mode=template), overrides=overrides)
+    # the model's provider: preset family, and for a toy-world model its retriever (trained once when missing)
+    provided = provide_dir(getattr(loaded, "path", None) or model_path(model),
+                           retrieve=retriever_path is None and retriever in (None, "dense"))
+    m = build_method(method, mdl, tok, PromptFormatter(tok, mode=template), overrides=overrides,
+                     family=provided.family, defaults=provided.method_defaults)
     if not isinstance(m, ContextMethod):
         raise ConfigError(f"--method {method}: the server needs an in-context method (xkde, lte, ike)")
     m.retriever  # load the retriever now (a wrong path fails at start, not at the first question)

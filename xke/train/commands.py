@@ -14,7 +14,8 @@ def _common(p, *, model: bool = True):
     if model:
         p.add_argument("--model", required=True, help="local HF model dir, tiny-llama, world or world:DIR")
     p.add_argument("--preset", default="toy", help="train preset: toy (CPU), paper (Table 7), release (released code)")
-    p.add_argument("--config", default=None, help="YAML with sections data/llm/xeit/sampling/scoring/tlpo/eval")
+    p.add_argument("--config", default=None,
+                   help="YAML with sections data/source_options/llm/xeit/sampling/scoring/tlpo/eval")
     p.add_argument("--threads", dest="train_threads", type=int, default=None, help="torch CPU threads")
     if model:
         p.add_argument("--system-prompt", default=None, metavar="TEXT",
@@ -37,7 +38,8 @@ def register(sub, groups) -> None:
     d.add_argument("--parquet", action="store_true", help="also write Parquet")
     d.add_argument("--tokenizer", default=None, help="model whose tokenizer measures the average length")
     _common(d, model=False)
-    d.set_defaults(func=cmd_build_xeit)
+    # the command line's model provider turns world specs in these arguments into a model dir / source object
+    d.set_defaults(func=cmd_build_xeit, provide={"source": "sources", "tokenizer": "model"})
 
     g = groups["train"]
     x = g.add_parser("xeit", help="XE-IT: SFT with answer-only loss on XE-IT data")
@@ -46,7 +48,7 @@ def register(sub, groups) -> None:
                    help="folder from `xke data build-xeit`, or ShareGPT / conversations JSON (X-KDE release, LTE)")
     x.add_argument("--out", required=True)
     x.add_argument("--lora", action="store_true", help="train LoRA adapters (merged on save)")
-    x.set_defaults(func=cmd_xeit)
+    x.set_defaults(func=cmd_xeit, provide={"model": "model"})
 
     t = g.add_parser("tlpo", help="TL-PO: sample, score, build pairs, preference-optimise (ORPO/DPO/CPO/KTO)")
     _common(t)
@@ -60,7 +62,7 @@ def register(sub, groups) -> None:
     t.add_argument("--pairs", default=None,
                    help="train on existing pairs instead of sampling and scoring: an xke pairs folder, or the "
                         "release's {prompt, choice, reject, score-diff} NAME-train.json (+ NAME-dev.json)")
-    t.set_defaults(func=cmd_tlpo)
+    t.set_defaults(func=cmd_tlpo, provide={"model": "model"})
 
     k = g.add_parser("xkde", help="the full X-KDE recipe: data -> XE-IT -> sampling -> scoring -> TL-PO -> eval")
     _common(k)
@@ -72,7 +74,7 @@ def register(sub, groups) -> None:
                    help="comma list of stages to include (default all): data,xeit,sample,score,pairs,tlpo,eval; "
                         "e.g. data,tlpo,eval = TL-PO only")
     k.add_argument("--force", default="", help="comma list of stages to redo even if complete")
-    k.set_defaults(func=cmd_xkde)
+    k.set_defaults(func=cmd_xkde, provide={"model": "model", "source": "sources"})
 
 
 def _cfg(args, overrides=None):
@@ -116,7 +118,7 @@ def cmd_build_xeit(args) -> int:
     if args.parquet:
         ov.setdefault("data", {})["formats"] = ["jsonl", "parquet"]
     cfg = _cfg(args, ov)
-    facts, extra = xeit_inputs(args.source, cfg.data, limit=args.limit)
+    facts, extra = xeit_inputs(args.source, cfg.data, limit=args.limit, options=cfg.source_options)
     tok = None
     if args.tokenizer:
         from transformers import AutoTokenizer

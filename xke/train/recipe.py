@@ -26,9 +26,9 @@ import json
 import os
 import shutil
 import time
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, Sequence
 
 from ..config import from_dict, load_preset, read_yaml
 from ..data.languages import parse_langs
@@ -65,11 +65,8 @@ class EvalConfig:
     general_methods: list[str] = field(default_factory=list)
     #: numbers of sequential edits for ``general_methods`` (several: a degradation curve)
     general_edits: list[int] = field(default_factory=lambda: [100])
-    #: lm-eval tasks for ``general_methods`` (default the toy-world group)
-    general_tasks: list[str] = field(default_factory=lambda: ["xke_world"])
-
-    late_fields: ClassVar[tuple[str, ...]] = ("retrieve_distractors", "general_methods", "general_edits",
-                                              "general_tasks")
+    #: lm-eval tasks for ``general_methods`` (null: ``xke general``'s default, the toy-world group)
+    general_tasks: list[str] | None = None
 
     def validate(self) -> None:
         if any(n < 0 for n in self.retrieve_distractors):
@@ -95,6 +92,9 @@ class RecipeConfig:
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     #: system message put first in every training row, sampling prompt, pair and evaluation prompt (null: none)
     system_prompt: str | None = None
+    #: options of provider-made sources, by their kind (e.g. ``world:`` for the toy world's XE-IT source:
+    #: replay, invented, all_relations, edits_per_fact); xke.train passes each section to its source unread
+    source_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
         for s in self.stages:
@@ -122,18 +122,6 @@ def load_train_config(preset: str = "toy", config_path: str | Path | None = None
 
 
 # ----------------------------------------------------------------------------- resumable stages
-
-
-def stage_config(cfg: Any) -> dict[str, Any]:
-    """A config dataclass as a dict for a stage hash: its ``late_fields`` (options added later) are left out
-    while at their default, so runs made before they existed still match."""
-    d = asdict(cfg)
-    for name in getattr(cfg, "late_fields", ()):
-        f = type(cfg).__dataclass_fields__[name]
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
-        if d.get(name) == default:
-            d.pop(name, None)
-    return d
 
 
 def _hash(obj: Any) -> str:
@@ -186,27 +174,25 @@ def stage_times(out: Path) -> dict[str, dict]:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def heldout_cases(sources: Sequence[str], cfg: RecipeConfig, path: Path, langs: Sequence[str]) -> int:
+def heldout_cases(sources: Sequence[Any], cfg: RecipeConfig, path: Path, langs: Sequence[str]) -> int:
     """Write the edit cases the recipe evaluates on to ``path`` (xke edit JSONL); returns how many.
 
-    A toy-world source: the world's held-out counterfactual cases (``World.counterfactual_cases``,
+    A source with held-out cases (:func:`heldout_source`; the toy world's: its held-out counterfactual cases,
     ``eval.per_subject``; held-out entities never enter the training data). Other sources: the facts the
     data stage put in ``validation.jsonl`` (``data.val_fraction``), as edit cases, those with a view in every
     language of ``langs``. The first ``eval.n_cases`` either way."""
     from ..data.loaders import write_jsonl
 
-    wd = _world_dir_of(sources)
-    if wd is not None:
-        from ..world.world import load_world
-
-        cases = load_world(wd).counterfactual_cases(split="heldout", per_subject=cfg.eval.per_subject)
+    held = heldout_source(sources)
+    if held is not None:
+        cases = held.heldout_cases(cfg.eval.per_subject)
         if not cases:
-            raise XkeError(f"{wd}: the world has no held-out cases")
+            raise XkeError(f"{held}: the world has no held-out cases")
     else:
         from .sources import xeit_inputs
         from .xeit_data import is_validation
 
-        facts, _ = xeit_inputs(sources, cfg.data)
+        facts, _ = xeit_inputs(sources, cfg.data, options=cfg.source_options)
         cases = [_fact_case(f) for f in facts if is_validation(f.fact_id, cfg.data.val_fraction, cfg.data.seed)
                  and all(lang in f.views for lang in langs)]
     cases = cases[:cfg.eval.n_cases]
@@ -229,17 +215,16 @@ def _fact_case(fact):
     return EditCase(case_id=fact.fact_id, views=views, meta=dict(fact.meta))
 
 
-def _world_distractors(world_dir: Path, edit_langs: Sequence[str], n: int) -> dict[str, Any]:
-    """The retrieve-mode inputs from a toy world: ``n`` edits about invented people per edit language
-    (``World.distractor_edits``) and the world's retriever (trained first if missing)."""
-    from ..world.world import load_world
+def heldout_source(sources: Sequence[Any]) -> Any | None:
+    """The first source that provides held-out edit cases for the evaluation (a provider-made source with
+    ``heldout_cases``, ``distractor_edits`` and ``retriever``, e.g. the toy world's), else None."""
+    return next((s for s in sources if callable(getattr(s, "heldout_cases", None))), None)
 
-    retriever = Path(world_dir) / "retriever"
-    if not (retriever / "modules.json").exists():
-        from ..memory.train_retriever import train_world_retriever
-        train_world_retriever(world_dir, retriever)
-    w = load_world(world_dir)
-    return {"distractors": {s: w.distractor_edits(n, s) for s in edit_langs}, "retriever": retriever}
+
+def _distractors(source: Any, edit_langs: Sequence[str], n: int) -> dict[str, Any]:
+    """The retrieve-mode inputs from ``source``: ``n`` edits about invented people per edit language
+    (its ``distractor_edits``) and its retriever (trained first if missing: this evaluation retrieves)."""
+    return {"distractors": {s: source.distractor_edits(n, s) for s in edit_langs}, "retriever": source.retriever()}
 
 
 def general_spec(model_spec: str, world_dir: Path | None, ecfg: EvalConfig, out: Path, test_langs: Sequence[str]):
@@ -248,8 +233,9 @@ def general_spec(model_spec: str, world_dir: Path | None, ecfg: EvalConfig, out:
     from ..eval.general import GeneralSpec
 
     return GeneralSpec(model=str(model_spec), out=str(out), methods=list(ecfg.general_methods),
-                       n_edits=list(ecfg.general_edits), tasks=list(ecfg.general_tasks), test_langs=list(test_langs),
-                       world_dir=str(world_dir) if world_dir is not None else None)
+                       n_edits=list(ecfg.general_edits), test_langs=list(test_langs),
+                       world_dir=str(world_dir) if world_dir is not None else None,
+                       **({"tasks": list(ecfg.general_tasks)} if ecfg.general_tasks is not None else {}))
 
 
 # ----------------------------------------------------------------------------- model card
@@ -303,32 +289,13 @@ def write_model_card(out: Path, *, model: str, sources: Sequence[str], cfg: Reci
 # ----------------------------------------------------------------------------- the recipe
 
 
-def _world_dir_of(sources: Sequence[str]) -> Path | None:
+def _mark_model(model_dir: Path, sources: Sequence[Any]) -> None:
+    """Let provider-made sources mark the trained model (``mark_model``; the toy world records itself in the
+    model's config, so its evaluation finds the world's presets and retriever from anywhere)."""
     for s in sources:
-        kind, _, path = s.partition(":")
-        if kind.strip().lower() == "world":
-            if path:
-                return Path(path)
-            from ..world.build import build_world
-
-            return build_world(preset="default")
-    return None
-
-
-def _record_world_dir(model_dir: Path, model: str, sources: Sequence[str]) -> None:
-    """Write the base toy world's directory into a trained world model's ``config.json``
-    (``xke_world_dir``), so ``--mode retrieve`` finds the world's retriever from anywhere."""
-    cfg_path = model_dir / "config.json"
-    if not cfg_path.exists():
-        return
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if not cfg.get("xke_world"):
-        return
-    kind, _, path = str(model).partition(":")
-    wd = Path(path) if kind == "world" and path else _world_dir_of(sources)
-    if wd is not None and (wd / "world.json").exists():
-        cfg["xke_world_dir"] = str(wd.resolve())
-        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        mark = getattr(s, "mark_model", None)
+        if callable(mark):
+            mark(model_dir)
 
 
 def tlpo_stages(st: Stages, policy: str, rows: Callable[[], list[dict]], out: Path, cfg: RecipeConfig, *,
@@ -383,9 +350,11 @@ def tlpo_stages(st: Stages, policy: str, rows: Callable[[], list[dict]], out: Pa
     return res
 
 
-def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: RecipeConfig, *,
+def run_recipe(model: str, sources: Sequence[Any], out_dir: str | Path, cfg: RecipeConfig, *,
                force: Sequence[str] = (), log=print) -> dict[str, Any]:
-    """Run (or resume) the full X-KDE recipe; returns the results written into the model card."""
+    """Run (or resume) the full X-KDE recipe; returns the results written into the model card. ``model`` is a
+    model directory or tiny config; ``sources`` are source specs or provider-made sources
+    (:class:`~xke.train.sources.ProvidedSource`, e.g. the toy world's, with ``cfg.source_options``)."""
     import torch
 
     if cfg.threads:
@@ -412,11 +381,12 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
         from .sources import xeit_inputs
         from .xeit_data import build_xeit_dataset
 
-        facts, extra = xeit_inputs(sources, cfg.data)
+        facts, extra = xeit_inputs(sources, cfg.data, options=cfg.source_options)
         return build_xeit_dataset(facts, cfg.data, out / "data", steps=make_steps(cfg.llm, seed=cfg.data.seed),
                                   extra_rows=extra)
 
-    results["data"] = st.run("data", {"sources": list(sources), "data": stage_config(cfg.data), "llm": asdict(cfg.llm)},
+    results["data"] = st.run("data", {"sources": [str(s) for s in sources], "data": asdict(cfg.data),
+                                      "source_options": cfg.source_options, "llm": asdict(cfg.llm)},
                              do_data, force="data" in force)
     # 2. XE-IT
     run_xeit = "xeit" in cfg.stages
@@ -445,7 +415,11 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
             replace_dir(out / "model", lambda tmp: (shutil.copytree(out / "xeit", tmp, dirs_exist_ok=True),
                                                     (tmp / ".xke-copied").write_text("xeit\n")))
         final = str(out / "model")
-    # 7. evaluation: xke eval --method xkde (gold; retrieve with a world's distractors) on held-out cases
+    # 7. evaluation: xke eval --method xkde (gold; retrieve with a world's distractors) on held-out cases. The
+    # trained models first get their sources' marks: the toy world's runs find its presets and retriever by them
+    for trained in {str(out / "xeit"), final}:
+        if Path(trained).is_dir() and Path(trained).resolve().is_relative_to(out.resolve()):
+            _mark_model(Path(trained), sources)
     if "eval" in cfg.stages:
         def do_eval():
             from ..eval.general import general_brief
@@ -453,7 +427,7 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
             from ..models.loading import load_model
             from .scorers import form_error_counts
 
-            wd = _world_dir_of(sources)
+            held = heldout_source(sources)
             e_langs = parse_langs(cfg.eval.edit_langs) if cfg.eval.edit_langs else langs
             t_langs = parse_langs(cfg.eval.test_langs) if cfg.eval.test_langs else langs
             ev_dir = out / "eval"
@@ -474,18 +448,19 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                 ev[name] = gold_pairs(m, data, e_langs, t_langs, ev_dir / name, loaded=lm,
                                       max_new_tokens=cfg.eval.max_new_tokens, system_prompt=sp,
                                       check=form_error_counts)
-                if wd is not None and (name == "final" or (name == "xeit" and "final" not in models)):
+                if held is not None and (name == "final" or (name == "xeit" and "final" not in models)):
                     for n in cfg.eval.retrieve_distractors:
                         ev[f"{name}, retrieve, {n + 1} edits in memory"] = retrieve_pairs(
                             m, data, e_langs, t_langs, ev_dir / f"{name}-retrieve", loaded=lm,
                             max_new_tokens=cfg.eval.max_new_tokens, system_prompt=sp,
-                            **_world_distractors(wd, e_langs, n))
+                            **_distractors(held, e_langs, n))
                 del lm
             if cfg.eval.general_methods:
-                ev["general"] = general_brief(general_spec(final, wd, cfg.eval, ev_dir / "general", t_langs))
+                ev["general"] = general_brief(general_spec(final, getattr(held, "world_dir", None), cfg.eval,
+                                                           ev_dir / "general", t_langs))
             return ev
 
-        results["eval"] = st.run("eval", {"eval": stage_config(cfg.eval), "final": final, **sp_dep}, do_eval,
+        results["eval"] = st.run("eval", {"eval": asdict(cfg.eval), "final": final, **sp_dep}, do_eval,
                                  force="eval" in force)
         (out / "eval.json").write_text(json.dumps(results["eval"], indent=2, ensure_ascii=False))
     results["times"] = stage_times(out)
@@ -493,6 +468,6 @@ def run_recipe(model: str, sources: Sequence[str], out_dir: str | Path, cfg: Rec
                                     "cpu_seconds": round(time.process_time() - c_all, 2)}
     if Path(final).is_dir() and Path(final).resolve().is_relative_to(out.resolve()):
         write_model_card(Path(final), model=model, sources=sources, cfg=cfg, results=results)
-        _record_world_dir(Path(final), model, sources)
+        _mark_model(Path(final), sources)
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     return results

@@ -12,8 +12,11 @@ backend (ground-truth complex queries, long answers).
 - ``mzsre:PATH`` — MzsRE/ZsRE training pairs (``train/<lang>.tsv``, line-aligned)
 - ``clm:PATH``   — CLM-Bench CounterFact-style rows (Chinese/English/merged files)
 - ``jsonl:PATH`` — xke's own edit JSONL (``EditCase.to_dict`` per line)
-- ``world:DIR`` / ``world`` — the toy world's counterfactual cases of the
-  TRAIN split only (held-out entities never enter training data)
+
+A source may also be an object made by a provider outside this package (see
+:class:`ProvidedSource`): the command line turns ``world:DIR`` / ``world``
+(the toy world's TRAIN split) into one, with options from the recipe's
+``source_options`` section.
 
 Benchmarks' test sets (Bi-ZsRE, MzsRE test) are refused: training on them
 leaks the evaluation.
@@ -24,7 +27,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 from ..data.languages import parse_langs
 from ..data.schema import EditCase, EditText
@@ -44,9 +47,6 @@ class FactView(EditText):
     same_subject: list[tuple[str, str]] = field(default_factory=list)
     #: unrelated questions: (question, answer)
     unrelated: list[tuple[str, str]] = field(default_factory=list)
-    #: other subjects with the same relation: (their name, their unchanged answer); XE-IT's contrast rows
-    #: ask an in-scope query with the subject's name replaced by theirs (a minimal pair)
-    neighbours: list[tuple[str, str]] = field(default_factory=list)
     #: ground truth for the offline backend (complex_queries, long_answer, out_of_scope)
     hints: dict[str, Any] = field(default_factory=dict)
     style: str = "question"
@@ -170,222 +170,34 @@ def jsonl_facts(path: str | Path, langs: Sequence[str] | None = None, *, limit: 
     return facts
 
 
-def world_facts(world_dir: str | Path | None, langs: Sequence[str] | None = None, *,
-                limit: int | None = None, seed: int = 0, all_relations: bool = False,
-                edits_per_fact: int = 1) -> list[Fact]:
-    """The toy world's counterfactual cases of the TRAIN split, with ground-truth extras.
-
-    - in-scope phrasings: the world's question templates for the relation
-      (training templates only when the world separates them; the cases'
-      paraphrases use held-out templates and are not used);
-    - same-subject out-of-scope: every other relation of the subject with its
-      true answer (``World.subject_relations``, ``World.question``, ``World.answer``);
-    - unrelated: the case's locality question;
-    - neighbours: up to 8 other train-split subjects of the same type with the same relation, with their
-      true answers (for contrast rows: the in-scope query asked about one of them);
-    - portability: the case's two-hop question (through the new value);
-    - offline hints: complex queries = the other training templates, long answer =
-      a statement of the new fact followed by the subject's unchanged facts.
-    """
-    from ..world.world import load_world
-
-    if world_dir is None:
-        from ..world.build import build_world
-
-        world_dir = build_world(preset="default")
-    w = load_world(world_dir)
-    missing = [lang for lang in (langs or []) if lang not in w.langs]
-    if missing:
-        from ..errors import DataError
-        raise DataError(f"the world has languages {list(w.langs)}, not {missing}; use --langs "
-                        f"{','.join(w.langs)} or a world built with those languages", path=str(world_dir))
-    held = {e for e, sp in w.splits.items() if sp == "heldout"}
-    if all_relations:
-        # every fact of every train-split subject, edited ``edits_per_fact`` times; held-out entities are
-        # neither subjects nor new values
-        rng = random.Random(f"xeit-{seed}")
-        case_langs = [l for l in (langs or w.langs) if l in w.langs]
-        cases = []
-        for sid in sorted({s for (s, _r) in w.facts}):
-            if sid in held:
-                continue
-            for rel in w.subject_relations(sid):
-                for k in range(edits_per_fact):
-                    new = None
-                    for _ in range(20):
-                        new = w.new_value(sid, rel, rng)
-                        if new not in held:
-                            break
-                    if new is None or new in held:
-                        continue
-                    cases.append(w.make_case(sid, rel, new, rng, case_langs, case_id=f"xeit-{sid}-{rel}-{k}"))
-    else:
-        cases = [c for c in w.counterfactual_cases(split="train") if c.meta.get("new_value") not in held]
-    if limit is not None:
-        cases = cases[:limit]
-    facts = facts_from_cases(cases, "world", use_paraphrases=False)
-    # no question about a held-out entity enters training (locality questions may name one)
-    held_names = {w.name(e, l) for e in held for l in w.langs}
-    for f in facts:
-        for v in f.views.values():
-            v.unrelated = [(q, a) for q, a in v.unrelated if not any(n in q for n in held_names)]
-    want = set(langs) if langs else None
-    nb_rng = random.Random(f"neighbours-{seed}")
-    for f, c in zip(facts, cases):
-        sid = c.meta.get("subject_id")
-        rel = c.meta.get("relation")
-        for lang, v in list(f.views.items()):
-            if want is not None and lang not in want:
-                continue
-            qs = _world_questions(w, sid, rel, lang)
-            if qs:
-                v.queries = [q for q in qs if q != v.prompt]
-                v.hints["complex_queries"] = list(v.queries)
-            others = []
-            for r2 in _subject_relations(w, sid):
-                if r2 == rel:
-                    continue
-                q2s = _world_questions(w, sid, r2, lang)
-                a2 = _world_answer(w, sid, r2, lang)
-                if q2s and a2:
-                    others.extend((q, a2) for q in q2s[:2])
-            v.same_subject = others
-            v.hints["out_of_scope"] = list(others)
-            v.neighbours = _world_neighbours(w, sid, rel, lang, held, nb_rng)
-            st = _world_statement(w, sid, rel, lang, v.target_new)
-            if st:
-                extra = [_world_statement(w, sid, r2, lang, None) for r2 in _subject_relations(w, sid) if r2 != rel]
-                v.hints["long_answer"] = " ".join([st] + [e for e in extra if e][:2]) if lang != "zh" else \
-                    "".join([st] + [e for e in extra if e][:2])
-    return facts
-
-
-# --- world adapters (tolerant of small API differences between world versions)
-
-def world_replay_rows(world_dir: str | Path, langs: Sequence[str], per_fact: int, *, seed: int = 0
-                      ) -> list[dict[str, Any]]:
-    """XE-IT rows rehearsing what the base world model already knows: for every fact of the world (both
-    splits) and every language, ``per_fact`` of its training question forms -> the world's answer, with no
-    descriptor (Table 8's out-of-scope-without-descriptor kind; source ``world-replay``). They carry no
-    edit, so no held-out edit enters training; they keep XE-IT from overwriting facts it never asks about."""
-    from ..world.world import load_world
-
-    w = load_world(world_dir)
-    rng = random.Random(f"replay-{seed}")
-    rows = []
-    for f in w.all_facts():
-        for lang in [l for l in langs if l in w.langs]:
-            qs = w.questions(f.subject, f.relation, lang, "train")
-            ans = w.answer(f.subject, f.relation, lang)
-            for q in rng.sample(qs, min(per_fact, len(qs))):
-                rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ans}],
-                             "fact_id": f"world-replay:{f.subject}-{f.relation}", "source": "world-replay",
-                             "src_lang": lang, "tgt_lang": lang, "section": "mono", "scope": "out",
-                             "with_edit": False, "kind": "replay", "query": q, "reference": ans,
-                             "descriptor_prompt": "", "descriptor_answer": ""})
-    return rows
-
-
-def world_invented_facts(world_dir: str | Path, langs: Sequence[str], n: int) -> list[Fact]:
-    """``n`` edit descriptors about invented people (``World.invented_facts``, never a world name), each with
-    the world's training question forms as in-scope queries: facts the base model cannot know, so only
-    reading the descriptor answers them (no original answer: they give in-scope rows with the descriptor)."""
-    from ..world import templates as T
-    from ..world.world import load_world
-
-    w = load_world(world_dir)
-    langs = [l for l in langs if l in w.langs]
-    facts = []
-    for i, (names, rel, value) in enumerate(w.invented_facts(n, "xeit", langs)):
-        views = {}
-        for lang in langs:
-            qs = [T.QUESTIONS[rel][lang][f].format(s=names[lang]) for f in T.TRAIN_FORMS]
-            views[lang] = FactView(subject=names[lang], prompt=qs[i % len(qs)], target_new=w.value_text(value, lang),
-                                   queries=[q for q in qs if q != qs[i % len(qs)]])
-        facts.append(Fact(fact_id=f"world-invented:{i}", source="world-invented", views=views,
-                          meta={"relation": rel}))
-    return facts
-
-
-def _subject_relations(w, sid) -> list[str]:
-    try:
-        rels = w.subject_relations(sid)
-    except Exception:  # noqa: BLE001
-        return []
-    if isinstance(rels, dict):
-        return list(rels)
-    return [r if isinstance(r, str) else getattr(r, "name", str(r)) for r in rels]
-
-
-def _world_questions(w, sid, rel, lang) -> list[str]:
-    """All training-template questions for (subject, relation) in ``lang``."""
-    out: list[str] = []
-    fn = getattr(w, "questions", None)
-    if callable(fn):
-        try:
-            res = fn(sid, rel, lang, split="train")
-        except TypeError:
-            res = fn(sid, rel, lang)
-        out = [q for q in res if q]
-    if not out:
-        for t in range(16):
-            try:
-                q = w.question(sid, rel, lang, template=t)
-            except TypeError:
-                try:
-                    q = w.question(sid, rel, lang, t)
-                except Exception:  # noqa: BLE001
-                    break
-            except Exception:  # noqa: BLE001
-                break
-            if not q or q in out:
-                break
-            out.append(q)
-    return out
-
-
-def _world_neighbours(w, sid, rel, lang, held, rng, k: int = 8) -> list[tuple[str, str]]:
-    """Up to ``k`` other non-held-out subjects of ``sid``'s type with relation ``rel``: (name, true answer)."""
-    stype = w.entities[sid].type
-    cands = sorted(s for (s, r) in w.facts if r == rel and s != sid and s not in held
-                   and w.entities[s].type == stype)
-    out = []
-    for o in rng.sample(cands, min(k, len(cands))):
-        a = _world_answer(w, o, rel, lang)
-        if a:
-            out.append((w.name(o, lang), a))
-    return out
-
-
-def _world_answer(w, sid, rel, lang) -> str | None:
-    try:
-        return w.answer(sid, rel, lang)
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _world_statement(w, sid, rel, lang, value) -> str | None:
-    fn = getattr(w, "statement", None)
-    if not callable(fn):
-        return None
-    try:
-        return fn(sid, rel, lang, value=value) if value is not None else fn(sid, rel, lang)
-    except Exception:  # noqa: BLE001
-        return None
-
-
 # ----------------------------------------------------------------------------- spec parsing
 
 
+@runtime_checkable
+class ProvidedSource(Protocol):
+    """An XE-IT source object made by a provider (e.g. the toy world's): ``str()`` gives the spec the user
+    wrote; ``options`` is the provider's section of the recipe's ``source_options`` (``kind`` names it)."""
+
+    kind: str
+
+    def facts(self, langs: Sequence[str] | None, *, limit: int | None, seed: int,
+              options: dict[str, Any] | None = None) -> list[Fact]:
+        """The source's facts."""
+
+    def extras(self, langs: Sequence[str], *, seed: int, options: dict[str, Any] | None = None
+               ) -> tuple[list[Fact], list[dict[str, Any]]]:
+        """Facts and ready-made rows added after every source's facts."""
+
+
 def load_source(spec: str, langs: Sequence[str] | None = None, *, limit: int | None = None,
-                seed: int = 0, world_all_relations: bool = False, world_edits_per_fact: int = 1) -> list[Fact]:
+                seed: int = 0) -> list[Fact]:
     """Facts from one ``KIND:PATH`` spec (see module docstring)."""
     langs = parse_langs(langs) if langs else None
     kind, _, path = spec.partition(":")
     kind = kind.strip().lower()
     if kind == "world":
-        return world_facts(path or None, langs, limit=limit, seed=seed, all_relations=world_all_relations,
-                           edits_per_fact=world_edits_per_fact)
+        raise ConfigError(f"source {spec!r}: toy-world sources are made by the world's provider (the xke "
+                          "command line does it for --source; in Python pass a WorldSource from the world package)")
     if kind == "bizsre":
         raise ConfigError("Bi-ZsRE is a test set only; training on it leaks the evaluation")
     if not path:
@@ -410,33 +222,30 @@ def load_source(spec: str, langs: Sequence[str] | None = None, *, limit: int | N
     raise ConfigError(f"unknown source kind {kind!r} in {spec!r}; use mzsre:PATH, clm:PATH, jsonl:PATH, world:DIR")
 
 
-def load_sources(specs: Sequence[str], langs: Sequence[str] | None = None, *, limit: int | None = None,
-                 seed: int = 0, **world_options) -> list[Fact]:
+def load_sources(specs: Sequence[str | ProvidedSource], langs: Sequence[str] | None = None, *,
+                 limit: int | None = None, seed: int = 0,
+                 options: dict[str, dict[str, Any]] | None = None) -> list[Fact]:
+    """Facts of every source in order (spec strings, or provider-made sources with their ``options`` section)."""
     facts: list[Fact] = []
     for s in specs:
-        facts.extend(load_source(s, langs, limit=limit, seed=seed, **world_options))
+        if isinstance(s, ProvidedSource):
+            facts.extend(s.facts(parse_langs(langs) if langs else None, limit=limit, seed=seed,
+                                 options=(options or {}).get(s.kind)))
+        else:
+            facts.extend(load_source(s, langs, limit=limit, seed=seed))
     return facts
 
 
-def xeit_inputs(specs: Sequence[str], data_cfg, *, limit: int | None = None
-                ) -> tuple[list[Fact], list[dict[str, Any]]]:
-    """The facts of ``specs`` for XE-IT data construction and the extra rows the data config asks for; for a toy
-    world source also ``world_replay`` rows and ``world_invented`` facts: what ``xke data build-xeit`` and the
-    recipe build from."""
-    langs = data_cfg.langs
-    facts = load_sources(specs, langs, limit=limit, seed=data_cfg.seed, world_all_relations=data_cfg.world_all_relations,
-                         world_edits_per_fact=data_cfg.world_edits_per_fact)
+def xeit_inputs(specs: Sequence[str | ProvidedSource], data_cfg, *, limit: int | None = None,
+                options: dict[str, dict[str, Any]] | None = None) -> tuple[list[Fact], list[dict[str, Any]]]:
+    """The facts of ``specs`` for XE-IT data construction and the extra rows: every source's facts, then what
+    provider-made sources add (their ``extras``, e.g. the toy world's replay rows and invented-people facts,
+    as their ``options`` section asks): what ``xke data build-xeit`` and the recipe build from."""
+    facts = load_sources(specs, data_cfg.langs, limit=limit, seed=data_cfg.seed, options=options)
     extra: list[dict[str, Any]] = []
-    if data_cfg.world_replay or data_cfg.world_invented:
-        for spec in specs:
-            kind, _, path = spec.partition(":")
-            if kind.strip().lower() == "world":
-                if not path:
-                    from ..world.build import build_world
-                    path = str(build_world(preset="default"))
-                if data_cfg.world_replay:
-                    extra += world_replay_rows(path, parse_langs(langs), data_cfg.world_replay, seed=data_cfg.seed)
-                if data_cfg.world_invented:
-                    facts += world_invented_facts(path, parse_langs(langs), data_cfg.world_invented)
+    for s in specs:
+        if isinstance(s, ProvidedSource):
+            more, rows = s.extras(data_cfg.langs, seed=data_cfg.seed, options=(options or {}).get(s.kind))
+            extra += rows
+            facts += more
     return facts, extra
-

@@ -44,10 +44,6 @@ class XeitConfig:
     #: ``sequential`` (file order, e.g. for a curriculum)
     train_sampling_strategy: Literal["random", "group_by_length", "sequential"] = "random"
     optim: str = "adamw_torch"
-    #: decoupled pull of the weights back to their initial values after every optimizer step,
-    #: theta <- theta - lr * anchor_decay * (theta - theta_0) (the L2-SP idea with AdamW's decoupling);
-    #: 0 = off. Limits forgetting of knowledge the XE-IT data never rehearses.
-    anchor_decay: float = 0.0
     max_grad_norm: float = 1.0
     packing: bool = False
     lora: bool = False
@@ -79,11 +75,6 @@ class XeitConfig:
             raise ValueError("xeit: set num_train_epochs > 0 or max_steps > 0")
         if self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("xeit: batch size and gradient accumulation must be >= 1")
-        if self.anchor_decay < 0:
-            raise ValueError("xeit.anchor_decay must be >= 0")
-        if self.anchor_decay and self.lora:
-            raise ValueError("xeit.anchor_decay applies to full fine-tuning; LoRA already starts from zero "
-                             "adapters (use weight_decay)")
         if self.train_sampling_strategy not in ("random", "group_by_length", "sequential"):
             raise ValueError(f"xeit.train_sampling_strategy: {self.train_sampling_strategy!r} is not random, "
                              "group_by_length or sequential")
@@ -219,32 +210,7 @@ def build_sft_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[d
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_recs),
                          eval_dataset=Dataset.from_list(val_recs) if val_recs else None,
                          processing_class=tokenizer, peft_config=_lora_config(cfg) if cfg.lora else None)
-    if cfg.anchor_decay > 0:
-        trainer.add_callback(anchor_callback(trainer.model, cfg.anchor_decay))
     return trainer, mode
-
-
-def anchor_callback(model, rate: float):
-    """A ``TrainerCallback`` pulling trainable weights towards their values at construction (see
-    :attr:`XeitConfig.anchor_decay`): after each optimizer step ``p -= lr * rate * (p - p0)``.
-    (transformers is imported here, not at module import.)"""
-    import torch
-    from transformers import TrainerCallback
-
-    class _Anchor(TrainerCallback):
-        def __init__(self):
-            self.params = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
-
-        def on_step_end(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
-            lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else args.learning_rate
-            k = lr * float(rate)
-            if k > 0:
-                with torch.no_grad():
-                    for p, p0 in self.params:
-                        p.sub_(k * (p - p0.to(p.device)))
-            return control
-
-    return _Anchor()
 
 
 def count_params(model) -> int:

@@ -8,9 +8,6 @@ language ``t``:
   and WITHOUT it (the bare query -> the original answer, when the source knows it);
 - out-of-scope: the same subject's other attribute, or an unrelated query, in
   ``t`` -> its unchanged answer; with and without the descriptor;
-- contrast (optional, ``contrast_share``): an in-scope query with the descriptor, asked about another
-  subject with the same relation (the subject's name swapped for a neighbour's) -> that subject's
-  unchanged answer: a minimal pair that only the subject's name separates from the in-scope row;
 - a monolingual section (``s == t``) and a cross-lingual one (``s != t``);
 - optionally long answers (in-scope, with descriptor).
 
@@ -29,7 +26,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 from ..data.languages import parse_langs
 from ..errors import ConfigError
@@ -44,10 +41,6 @@ SECTIONS = ("mono", "cross")
 class DataConfig:
     """What goes into the XE-IT data (see module docstring)."""
 
-    #: options added after runs were made: left out of the recipe's stage hashes while at their default, so a
-    #: finished run is not redone only because a newer xke knows more options
-    late_fields: ClassVar[tuple[str, ...]] = ("contrast_share", "world_invented")
-
     langs: list[str] = field(default_factory=lambda: ["en", "zh"])
     source_langs: list[str] | None = None          # descriptor languages (default: langs)
     sections: list[str] = field(default_factory=lambda: ["mono", "cross"])
@@ -58,27 +51,15 @@ class DataConfig:
     queries_per_pair: int = 1        # in-scope samples per (fact, s, t) and descriptor setting
     oos_per_pair: int = 1            # out-of-scope samples per (fact, s, t) and descriptor setting
     #: share of (fact, s, t) blocks that also get the WITHOUT-descriptor rows (1: all). With several edits
-    #: of one fact (``world_edits_per_fact``) those rows repeat the same original answer; below 1 they
-    #: are thinned (deterministically) and the compute goes to the rows that teach reading.
+    #: of one fact (e.g. the toy world's ``edits_per_fact``) those rows repeat the same original answer; below
+    #: 1 they are thinned (deterministically) and the compute goes to the rows that teach reading.
     without_descriptor_share: float = 1.0
-    #: toy-world sources: rows per world fact and language rehearsing the base model's own knowledge (a
-    #: training question form -> the world's answer, no descriptor; every fact of both splits, never an
-    #: edit). XE-IT otherwise overwrites facts its data never asks about. 0 = off.
-    world_replay: int = 0
-    #: toy-world sources: this many extra facts about invented people (in-scope rows with the descriptor only;
-    #: their answers can only be read, never recalled). 0 = off.
-    world_invented: int = 0
     same_subject_share: float = 0.5  # share of out-of-scope samples asking the same subject's other attribute
-    #: per in-scope row with the descriptor, the chance of a contrast twin: the same query about another
-    #: subject with the same relation (sources with ``neighbours``) -> that subject's unchanged answer
-    contrast_share: float = 0.0
     portability: bool = True         # in-scope two-hop questions when the source has them
     complex_queries: bool = True     # LLM step (offline: ground-truth phrasings)
     generate_out_of_scope: bool = False  # LLM step: irrelevant-attribute question + answer
     long_answers: bool = False       # LLM step: long in-scope answers
     max_facts: int | None = None
-    world_all_relations: bool = False   # world source: every fact of every train-split subject, not only its cases
-    world_edits_per_fact: int = 1       # world source with world_all_relations: counterfactual edits per fact
     val_fraction: float = 0.05
     seed: int = 0
     formats: list[str] = field(default_factory=lambda: ["jsonl"])
@@ -93,12 +74,8 @@ class DataConfig:
         for f in self.formats:
             if f not in ("jsonl", "parquet"):
                 raise ValueError(f"data.formats: {f!r} is not jsonl or parquet")
-        if self.world_replay < 0 or self.world_invented < 0:
-            raise ValueError("data.world_replay and data.world_invented must be >= 0")
         if not 0 < self.without_descriptor_share <= 1:
             raise ValueError("data.without_descriptor_share must be in (0, 1]")
-        if not 0 <= self.contrast_share <= 1:
-            raise ValueError("data.contrast_share must be in [0, 1]")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("data.val_fraction must be in [0, 1)")
         if not (self.in_scope or self.out_of_scope):
@@ -251,7 +228,6 @@ def build_rows(facts: Sequence[Fact], cfg: DataConfig) -> list[dict[str, Any]]:
     src_langs = parse_langs(cfg.source_langs) if cfg.source_langs else langs
     rng = random.Random(cfg.seed)
     keep_rng = random.Random(f"without-{cfg.seed}")   # separate stream: share 1 leaves the rows unchanged
-    contrast_rng = random.Random(f"contrast-{cfg.seed}")  # likewise: contrast_share 0 leaves the rows unchanged
     rows: list[dict[str, Any]] = []
     for f in facts:
         for s in src_langs:
@@ -286,10 +262,6 @@ def build_rows(facts: Sequence[Fact], cfg: DataConfig) -> list[dict[str, Any]]:
                             picks = [(k, q, vt.target_old) for k, q in _pick(rng, plain, cfg.queries_per_pair)]
                         for kind, q, a in picks:
                             rows.append(_row(f, s, t, "in", w, kind, q, a, desc))
-                            if w and kind != "portability":
-                                twin = _contrast(contrast_rng, cfg.contrast_share, vt, q)
-                                if twin:
-                                    rows.append(_row(f, s, t, "out", True, "contrast", twin[0], twin[1], desc))
                     if gen_long and cfg.with_descriptor:
                         rows.append(_row(f, s, t, "in", True, "long", gen_long[0], gen_long[1], desc))
                     elif cfg.long_answers and vt.hints.get("long_answer") and cfg.with_descriptor:
@@ -311,17 +283,6 @@ def build_rows(facts: Sequence[Fact], cfg: DataConfig) -> list[dict[str, Any]]:
     for i, r in enumerate(rows):
         r["id"] = i
     return rows
-
-
-def _contrast(rng: random.Random, share: float, view: FactView, query: str) -> tuple[str, str] | None:
-    """With probability ``share``: ``query`` with the subject's name replaced by a neighbour's, and that
-    neighbour's unchanged answer; None when the view has no neighbours or the query lacks the name."""
-    if share <= 0 or not view.neighbours or not view.subject or view.subject not in query:
-        return None
-    if rng.random() >= share:
-        return None
-    name, answer = view.neighbours[rng.randrange(len(view.neighbours))]
-    return query.replace(view.subject, name), answer
 
 
 def _pick(rng: random.Random, pool: list, k: int) -> list:

@@ -1,13 +1,5 @@
-"""The toy multilingual world: generated facts in several languages and a tiny model trained on them."""
+"""The toy multilingual world: generated facts in several languages and a tiny model trained on them.
 
-
-def default_world_model_dir():
-    """Model directory of the default world, building it (cached) when missing."""
-    from .build import default_world_model_dir as f
-    return f()
-
-
-def world_model_dir(world_dir):
-    """Model directory inside a built world directory."""
-    from .build import world_model_dir as f
-    return f(world_dir)
+The rest of xke reaches it through :mod:`xke.world.provider`, which turns ``world`` / ``world:DIR`` into
+explicit inputs (model directory, presets, statistics corpus, IKE pool, retriever, XE-IT source).
+"""

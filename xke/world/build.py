@@ -75,8 +75,6 @@ class WorldConfig:
     reading_counterfactual: float = 0.25
     reading_follow_ups: int = 2
     two_hop: bool = False
-    reading_passage_loss: bool = False  # LM loss on reading passages (copy/induction signal; corpus.reading_example)
-    reading_single: float = 0.0  # fraction of reading examples about a single entity
     # evaluation and outputs
     reading_eval: int = 200
     corpus_lines: int = 5000
@@ -91,8 +89,7 @@ class WorldConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if not 1 <= self.qa_per_fact <= 6:
             raise ValueError("qa_per_fact must be between 1 and 6 (the number of training question forms)")
-        for k in ("latin_person", "latin_company", "heldout_fraction", "reading_cross", "reading_counterfactual",
-                  "reading_single"):
+        for k in ("latin_person", "latin_company", "heldout_fraction", "reading_cross", "reading_counterfactual"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise ValueError(f"{k} must be within [0, 1], got {getattr(self, k)}")
         if self.n_countries < 2 or self.n_people < 4 or self.n_companies < 2:
@@ -106,17 +103,8 @@ def load_world_config(preset: str = "tiny", overrides: dict[str, Any] | None = N
     return from_dict(WorldConfig, data, source=f"world preset {preset!r}")
 
 
-#: options added after BUILDER_VERSION 3; left out of the cache key while at their default, so worlds
-#: built before they existed (the tiny preset) keep their key and their bytes
-_LATE_OPTIONS = ("reading_passage_loss", "reading_single")
-
-
 def build_key(cfg: WorldConfig, seed: int, preset: str) -> str:
-    d = dataclasses.asdict(cfg)
-    for k in _LATE_OPTIONS:
-        if d[k] == WorldConfig.__dataclass_fields__[k].default:
-            del d[k]
-    blob = json.dumps({"cfg": d, "seed": seed, "preset": preset, "v": BUILDER_VERSION},
+    blob = json.dumps({"cfg": dataclasses.asdict(cfg), "seed": seed, "preset": preset, "v": BUILDER_VERSION},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -130,11 +118,6 @@ def world_model_dir(world_dir: str | Path) -> Path:
     if not (m / "config.json").exists():
         raise XkeError(f"{d} is not a built world (no model/config.json); build one with `xke world build --out {d}`")
     return m
-
-
-def default_world_model_dir() -> Path:
-    """The default world's model directory, building the world (cached) when missing."""
-    return world_model_dir(build_world(preset="default"))
 
 
 def _is_complete(d: Path, key: str) -> bool:
@@ -229,8 +212,7 @@ def _build_into(d: Path, cfg: WorldConfig, seed: int, preset: str, key: str, thr
         mix = CorpusMix(qa_per_fact=cfg.qa_per_fact, statements=cfg.statements, name_pairs=cfg.name_pairs,
                         mixed=cfg.mixed, reading=cfg.reading, reading_cross=cfg.reading_cross,
                         reading_counterfactual=cfg.reading_counterfactual,
-                        reading_follow_ups=cfg.reading_follow_ups, two_hop=cfg.two_hop,
-                        reading_passage_loss=cfg.reading_passage_loss, reading_single=cfg.reading_single)
+                        reading_follow_ups=cfg.reading_follow_ups, two_hop=cfg.two_hop)
         if log:
             log(f"{len(world.entities)} entities, {len(world.facts)} facts, {len(cases)} cases, "
                 f"{count_params(model):,} params, langs {cfg.langs}, threads {n_threads}")

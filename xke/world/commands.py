@@ -1,4 +1,4 @@
-"""``xke world build``: generate the toy world and train its tiny model (cached)."""
+"""``xke world build|path|cases|distractors|retriever``: the toy world, its tiny model and its retriever."""
 
 from __future__ import annotations
 
@@ -45,6 +45,19 @@ def register(sub, groups) -> None:
                      "edits a test asks about.")
     p.add_argument("--n", type=int, required=True, help="number of edits")
     p.add_argument("--lang", default="en", help="language of the descriptors (default en)")
+
+    p = groups["world"].add_parser(
+        "retriever", help="train the toy world's small cross-lingual dense retriever",
+        description="Train a small dense retriever (sentence-transformers) on the world's parallel sentences; "
+                    "saved to <world>/retriever with report.json (recall@1, threshold).")
+    p.add_argument("--world", default=None, help="world directory (default: the default world, built if missing)")
+    p.add_argument("--out", default=None, help="output directory (default: <world>/retriever)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--dim", type=int, default=None)
+    p.add_argument("--arch", choices=["static", "bert"], default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--langs", default=None, help="languages (default: the world's)")
+    p.set_defaults(func=_world_retriever)
 
 
 def _file_writer(groups, name: str, func, help: str, description: str):
@@ -115,4 +128,35 @@ def _path(args) -> int:
     d = build_world(preset=args.preset, seed=args.seed, langs=args.langs, verbose=False)
     print(d)
     sys.stdout.flush()
+    return 0
+
+
+def _world_retriever(args) -> int:
+    import os
+    import time
+
+    from .build import build_world
+    from .retriever import train_world_retriever
+
+    world = Path(args.world) if args.world else build_world(preset="default")
+    overrides = {k: v for k, v in {"epochs": args.epochs, "dim": args.dim, "arch": args.arch,
+                                   "seed": args.seed}.items() if v is not None}
+    if os.environ.get("XKE_THREADS"):
+        overrides["threads"] = int(os.environ["XKE_THREADS"])
+    langs = args.langs.split(",") if args.langs else None
+    t0 = time.time()
+    out = train_world_retriever(world, args.out, overrides, langs=langs)
+    rep = json.loads((out / "report.json").read_text())
+    print(f"retriever saved to {out} ({time.time() - t0:.0f} s, {rep['cpu_seconds']} CPU-s)")
+    for pair, r in rep["heldout"]["recall"].items():
+        print(f"  {pair}: recall@1 reliability {100 * r.get('reliability_recall@1', 0):.1f}%  "
+              f"generality {100 * r.get('generality_recall@1', 0):.1f}%  (memory {r['n_memory']})")
+    thr = rep["threshold"]
+    at = rep["heldout"].get(f"at_{thr}", {})
+    print(f"  threshold {thr} (chosen on the train split): held-out false-hit rate "
+          f"{100 * at.get('false_hit_rate', 0):.1f}% on unrelated queries, "
+          f"true-hit rate {100 * at.get('true_hit_rate', 0):.1f}%")
+    for pair, x in rep["heldout"].get("with_999_distractors", {}).items():
+        print(f"  {pair}: held-out locality questions hitting an edit with 999 invented-person edits in memory: "
+              f"{100 * x:.1f}%")
     return 0

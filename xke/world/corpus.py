@@ -128,19 +128,11 @@ def _counterfactual_entity(world: World, rng: random.Random, langs: list[str]) -
 
 def reading_example(world: World, maker, rng: random.Random, langs: list[str], p_lang: str, q_lang: str,
                     counterfactual: float = 0.0, follow_ups: int = 0, qa_form: float = 0.25,
-                    same_form: float = 0.0, passage_loss: bool = False,
-                    n_entities: tuple[int, ...] = (1, 2, 2, 3)) -> tuple[Example, str, str]:
+                    same_form: float = 0.0) -> tuple[Example, str, str]:
     """One reading example: passage in ``p_lang``, question and answer in ``q_lang``.
     Returns (example, user message, answer).
-
-    ``passage_loss`` also trains the language-modelling loss on the user message
-    (passage and question). A passage names each entity several times, so this
-    loss rewards predicting a name's later tokens from its earlier occurrence: the
-    training signal of an induction (copy) head, which answering from the passage
-    needs and which the sparse answer-only loss alone did not produce.
-    ``n_entities`` is drawn from for the number of entities in the passage.
     """
-    n_ent = rng.choice(n_entities)
+    n_ent = rng.choice((1, 2, 2, 3))
     ents = []
     for _ in range(n_ent):
         r = rng.random()
@@ -181,8 +173,6 @@ def reading_example(world: World, maker, rng: random.Random, langs: list[str], p
     user = rng.choice(T.READING_WRAPPERS[q_lang]).format(p=passage, q=q)
     ans = target_e.facts[target_rel][q_lang]
     ex = qa_example(user, ans, q_lang)
-    if passage_loss:  # BOS and <|user|> are special tokens, so the split leaves the token ids unchanged
-        ex = [(BOS + USER, False), (ex[0][0][len(BOS + USER):], True)] + ex[1:]
     # follow-up turns about other stated facts: more answers per passage at little cost
     others = [x for x in askable if x != (target_e, target_rel)]
     rng.shuffle(others)
@@ -208,8 +198,6 @@ class CorpusMix:
     reading_qa_form: float = 0.25  # fraction of passage facts written as answered questions
     reading_same_form: float = 0.0  # fraction of passages stating the asked fact as the asked question
     two_hop: bool = False         # two-hop questions about the world's facts
-    reading_passage_loss: bool = False  # LM loss on reading passages too (induction signal; see reading_example)
-    reading_single: float = 0.0   # fraction of reading examples with one entity only (easy copying)
 
 
 def epoch_examples(world: World, mix: CorpusMix, epoch: int, seed: int) -> list[Example]:
@@ -265,13 +253,8 @@ def epoch_examples(world: World, mix: CorpusMix, epoch: int, seed: int) -> list[
     for _ in range(mix.reading):
         p_lang = rng.choice(langs)
         q_lang = rng.choice([x for x in langs if x != p_lang]) if (len(langs) > 1 and rng.random() < mix.reading_cross) else p_lang
-        kw = {}
-        if mix.reading_passage_loss:
-            kw["passage_loss"] = True
-        if mix.reading_single > 0 and rng.random() < mix.reading_single:
-            kw["n_entities"] = (1,)
         ex, _u, _a = reading_example(world, maker, rng, langs, p_lang, q_lang, mix.reading_counterfactual,
-                                     mix.reading_follow_ups, mix.reading_qa_form, mix.reading_same_form, **kw)
+                                     mix.reading_follow_ups, mix.reading_qa_form, mix.reading_same_form)
         out.append(ex)
     rng.shuffle(out)
     return out

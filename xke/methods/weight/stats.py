@@ -6,8 +6,8 @@ pass per layer, cached under a key that ignores the corpus and the checkpoint. H
 
 - the corpus is local and named by the user (``stats_corpus``): a text file (one sample per
   non-empty line), a JSONL file (``"text"`` field per line) or a Hugging Face ``datasets`` dataset
-  saved with ``save_to_disk`` (``"text"`` column). Toy-world models default to the world's
-  ``corpus.txt``. Nothing is ever downloaded;
+  saved with ``save_to_disk`` (``"text"`` column); a model's provider may fill it (the toy
+  world gives its ``corpus.txt``). Nothing is ever downloaded;
 - texts are streamed; every requested layer is accumulated in one pass over the corpus;
 - each layer's result is cached under ``cache_dir("stats", key)`` where the key hashes the model's
   weights, the module name, the corpus content, the sample count, the maximum length and the dtype.
@@ -78,20 +78,12 @@ HOW_TO_GIVE = ("name a local corpus in the method config, e.g. `stats_corpus: /d
 
 
 def resolve_corpus(model: torch.nn.Module, stats_corpus: str | None) -> Path:
-    """The corpus to use: ``stats_corpus`` if given, else the toy world's ``corpus.txt``; a clear error otherwise."""
+    """The corpus to use: ``stats_corpus``; a clear error when it is unset or missing."""
     if stats_corpus:
         p = Path(stats_corpus).expanduser()
         if not p.exists():
             raise ConfigError(f"stats_corpus {str(p)!r} does not exist; {HOW_TO_GIVE}")
         return p
-    cfg = getattr(model, "config", None)
-    if getattr(cfg, "xke_world", False):
-        src = getattr(model, "name_or_path", None) or getattr(cfg, "_name_or_path", None)
-        if src:
-            cand = Path(src).parent / "corpus.txt"
-            if cand.exists():
-                return cand
-        raise ConfigError(f"toy-world model at {src!r} has no corpus.txt next to its model directory; {HOW_TO_GIVE}")
     raise ConfigError(f"no corpus for the key statistics of this model; {HOW_TO_GIVE}")
 
 
