@@ -59,7 +59,16 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def world():
-    """Directory of the tiny toy world (world.json, cases.jsonl, model/, report.json)."""
+    """Directory of the tiny toy world (tiny preset, seed 0: world.json, cases.jsonl, model/, report.json,
+    retriever/): the copy of the shipped one, so no test builds a world unless it tests building
+    (``built_world``; ``test_demo`` checks that a build gives these files bit for bit)."""
+    from xke.artifacts import demo_artifacts
+    return demo_artifacts()[0]
+
+
+@pytest.fixture(scope="session")
+def built_world():
+    """The tiny world (seed 0) built by this checkout (from scratch when the cache is empty, as in CI)."""
     from xke.world.build import build_world
     return build_world(preset="tiny", seed=0)
 

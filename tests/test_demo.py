@@ -24,8 +24,10 @@ def test_shipped_artifacts_match_their_manifest_and_fit_the_package_limits():
     assert not list(SHIPPED.rglob("*.bin")) and not list(SHIPPED.rglob("*.pt"))   # safetensors only
 
 
-def test_shipped_world_is_the_tiny_preset_rebuilt_bit_for_bit(world):
-    """``world``: the tiny world this checkout builds (from scratch in CI, whose cache starts empty)."""
+@pytest.mark.slow
+def test_shipped_world_is_the_tiny_preset_rebuilt_bit_for_bit(built_world):
+    """``built_world``: the tiny world this checkout builds (from scratch in CI, whose cache starts empty)."""
+    world = built_world
     m = load_manifest()
     assert json.loads((Path(world) / "build.json").read_text())["key"] == m["world_key"], \
         "the tiny preset or the builder changed: refresh the shipped artifacts (python -m xke.artifacts pack)"
@@ -34,7 +36,8 @@ def test_shipped_world_is_the_tiny_preset_rebuilt_bit_for_bit(world):
 
 
 @pytest.mark.slow
-def test_shipped_retriever_is_rebuilt_bit_for_bit(world, tmp_path):
+def test_shipped_retriever_is_rebuilt_bit_for_bit(built_world, tmp_path):
+    world = built_world
     from xke.world.retriever import train_world_retriever
 
     out = train_world_retriever(world, tmp_path / "retriever")

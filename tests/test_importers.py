@@ -80,6 +80,7 @@ def test_release_pairs_read_as_conversational_pairs(tmp_path):
         load_pairs(tmp_path / "bad-train.json")
 
 
+@pytest.mark.slow
 def test_released_formats_train_through_the_cli(tmp_path, capsys):
     """`xke train xeit --data release.json` and `xke train tlpo --pairs NAME-train.json` on a tiny model."""
     xeit = tmp_path / "xeit.json"

@@ -26,6 +26,7 @@ def tiny():
     return load_for_training("tiny-llama")
 
 
+@pytest.mark.slow
 def test_assistant_only_loss(tiny, tmp_path):
     model, tok, _ = tiny
     trainer, mode = build_sft_trainer(model, tok, ROWS, None, XeitConfig(max_steps=1, max_length=512), tmp_path)
@@ -81,6 +82,7 @@ def test_no_chat_template_is_a_clear_error(tiny):
         to_sft_records(ROWS, tok)
 
 
+@pytest.mark.slow
 def test_sampling_strategy_option(tiny, tmp_path):
     import torch
 

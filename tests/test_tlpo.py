@@ -138,6 +138,7 @@ def test_pair_length_check_warns_with_counts(tiny):
     assert any("1 of 2 pairs exceed max_length=200" in str(x.message) for x in w)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["orpo", "dpo"])
 def test_tiny_preference_step_runs_with_beta(tiny, tmp_path, algo):
     model, tok, _ = tiny
@@ -177,6 +178,7 @@ def _edit_jsonl(path, n=12):
     return path
 
 
+@pytest.mark.slow
 def test_recipe_end_to_end_and_resume(tmp_path):
     """data -> XE-IT -> sampling -> scoring -> pairs -> ORPO -> eval on tiny-llama; a rerun skips every stage."""
     from xke.train.recipe import load_train_config, run_recipe

@@ -271,20 +271,22 @@ def test_tiny_model_recalls_facts(world):
     assert ok / total >= 0.8, f"{ok}/{total} facts recalled by generation"
 
 
-def test_build_is_cached(world):
+@pytest.mark.slow
+def test_build_is_cached(built_world):
     import time
 
     t = time.time()
-    assert build_world(preset="tiny", seed=0) == world
+    assert build_world(preset="tiny", seed=0) == built_world
     assert time.time() - t < 5
 
 
-def test_cli_build_reuses(world, capsys):
+@pytest.mark.slow
+def test_cli_build_reuses(built_world, capsys):
     from xke.cli import main
 
     assert main(["world", "build", "--preset", "tiny", "--seed", "0", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert str(world) in out and '"recall"' in out
+    assert str(built_world) in out and '"recall"' in out
 
 
 def test_config_validation():
