@@ -12,7 +12,7 @@ edits in English and in Chinese and is tested in both languages (single protocol
 
 The world, its retriever and the X-KDE model are shipped artifacts (:mod:`xke.artifacts`), so the
 demo trains nothing; ``rebuild=True`` (``xke demo --rebuild``) builds all three from scratch with the
-project's own commands first (~12 CPU-minutes) and reports which files came out bit-identical.
+project's own commands first (~18 CPU-minutes) and reports which files came out bit-identical.
 Outputs in ``OUT``: ``runs/<label>-<edit lang>/`` (one ``xke eval`` run each), ``report.md`` (the table
 and sentences, also printed), ``heatmap.png`` (reliability, edit language x test language, per row),
 ``demo.json`` (the figures), ``heldout.jsonl`` (the cases).
@@ -175,7 +175,7 @@ def run_demo(out: str | Path | None = None, n: int = 30, preset: str = "tiny", m
     if preset == "tiny" and not rebuild:
         world_dir, xkde_dir = demo_artifacts()
         _say("using the shipped tiny toy world, its retriever and X-KDE model "
-             "(`xke demo --rebuild` trains them from scratch: ~12 CPU-minutes)")
+             "(`xke demo --rebuild` trains them from scratch: ~18 CPU-minutes)")
     else:
         if not rebuild:
             _say(f"no shipped artifacts for the '{preset}' world: building them (the default world: about an hour "
