@@ -21,6 +21,7 @@ def test_shipped_artifacts_match_their_manifest_and_fit_the_package_limits():
     assert set(DETERMINISTIC) <= set(m["files"])
     cfg = json.loads((SHIPPED / "xkde" / "config.json").read_text())
     assert cfg["xke_world"] and "xke_world_dir" not in cfg        # no path of the build machine
+    assert "world:W" in (SHIPPED / "xkde" / "README.md").read_text() and "world:/" not in (SHIPPED / "xkde" / "README.md").read_text()
     assert not list(SHIPPED.rglob("*.bin")) and not list(SHIPPED.rglob("*.pt"))   # safetensors only
 
 
@@ -42,6 +43,18 @@ def test_shipped_retriever_is_rebuilt_bit_for_bit(built_world, tmp_path):
 
     out = train_world_retriever(world, tmp_path / "retriever")
     assert hash_path(out / "model.safetensors") == load_manifest()["files"]["world/retriever/model.safetensors"]
+
+
+def test_pack_writes_a_verifiable_manifest_and_a_portable_model_card(tmp_path):
+    from xke.artifacts import pack
+    world, xkde = demo_artifacts(cache=tmp_path / "c")
+    card = xkde / "README.md"
+    card.write_text(card.read_text().replace("- base model:", "- trained from: `world:/home/someone/w`\n- base model:"))
+    m = pack(world, xkde, tmp_path / "dest")
+    assert check_files(tmp_path / "dest", m["files"]) == [] and m["world_key"] == load_manifest()["world_key"]
+    text = (tmp_path / "dest" / "xkde" / "README.md").read_text()
+    assert "trained from: `world:W`" in text and "/home/someone" not in text
+    assert "xke_world_dir" not in json.loads((tmp_path / "dest" / "xkde" / "config.json").read_text())
 
 
 def test_demo_artifacts_are_checked_and_copied_out_of_the_package(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -120,7 +121,7 @@ def demo_artifacts(root: str | Path = SHIPPED, cache: str | Path | None = None) 
 def pack(world_dir: str | Path, xkde_dir: str | Path, dest: str | Path = SHIPPED) -> dict[str, Any]:
     """Write a built world (with ``retriever/``) and an X-KDE model into ``dest`` with a manifest (commands,
     seed, build key, sha256 per file). The model's recorded ``xke_world_dir`` (a path of the build machine)
-    is dropped. Returns the manifest."""
+    is dropped and the model card names the world ``W``. Returns the manifest."""
     world_dir, xkde_dir, dest = Path(world_dir), Path(xkde_dir), Path(dest)
     build = json.loads((world_dir / "build.json").read_text())
     ret = world_dir / "retriever"
@@ -138,6 +139,9 @@ def pack(world_dir: str | Path, xkde_dir: str | Path, dest: str | Path = SHIPPED
     cfg = json.loads(cfg_f.read_text())
     cfg.pop("xke_world_dir", None)
     cfg_f.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    card = dest / "xkde" / "README.md"
+    if card.exists():    # the model card names the world by the build machine's path: W, as in COMMANDS
+        card.write_text(re.sub(r"world:[^\s`]+", "world:W", card.read_text(encoding="utf-8")), encoding="utf-8")
     files = {rel: hash_path(dest / rel) for _, rel in pairs}
     manifest = {"what": "xke demo artifacts: the tiny toy world, its retriever, an X-KDE-trained model of it",
                 "preset": build["preset"], "seed": build["seed"], "world_key": build["key"],
