@@ -21,7 +21,8 @@ def test_shipped_artifacts_match_their_manifest_and_fit_the_package_limits():
     assert set(DETERMINISTIC) <= set(m["files"])
     cfg = json.loads((SHIPPED / "xkde" / "config.json").read_text())
     assert cfg["xke_world"] and "xke_world_dir" not in cfg        # no path of the build machine
-    assert "world:W" in (SHIPPED / "xkde" / "README.md").read_text() and "world:/" not in (SHIPPED / "xkde" / "README.md").read_text()
+    card = (SHIPPED / "xkde" / "README.md").read_text()
+    assert "world:W" in card and "`/" not in card and "world:/" not in card      # no path of the build machine
     assert not list(SHIPPED.rglob("*.bin")) and not list(SHIPPED.rglob("*.pt"))   # safetensors only
 
 
@@ -49,11 +50,12 @@ def test_pack_writes_a_verifiable_manifest_and_a_portable_model_card(tmp_path):
     from xke.artifacts import pack
     world, xkde = demo_artifacts(cache=tmp_path / "c")
     card = xkde / "README.md"
-    card.write_text(card.read_text().replace("- base model:", "- trained from: `world:/home/someone/w`\n- base model:"))
+    card.write_text(card.read_text().replace("- base model:", "- trained from: `world:/home/someone/w`\n"
+                                                               "- from: `/home/someone/w/model`\n- base model:"))
     m = pack(world, xkde, tmp_path / "dest")
     assert check_files(tmp_path / "dest", m["files"]) == [] and m["world_key"] == load_manifest()["world_key"]
     text = (tmp_path / "dest" / "xkde" / "README.md").read_text()
-    assert "trained from: `world:W`" in text and "/home/someone" not in text
+    assert "trained from: `world:W`" in text and "from: `W/model`" in text and "/home/someone" not in text
     assert "xke_world_dir" not in json.loads((tmp_path / "dest" / "xkde" / "config.json").read_text())
 
 

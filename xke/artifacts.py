@@ -118,6 +118,13 @@ def demo_artifacts(root: str | Path = SHIPPED, cache: str | Path | None = None) 
     return dest / "world", dest / "xkde"
 
 
+def portable_card(text: str) -> str:
+    """A model card without the build machine's paths: ``world:/any/dir`` becomes ``world:W`` and a world's
+    model folder ``/any/dir/model`` becomes ``W/model`` (``W`` as in the manifest's commands)."""
+    text = re.sub(r"world:[^\s`]+", "world:W", text)
+    return re.sub(r"`/[^`\s]*/(model)`", r"`W/\1`", text)
+
+
 def pack(world_dir: str | Path, xkde_dir: str | Path, dest: str | Path = SHIPPED) -> dict[str, Any]:
     """Write a built world (with ``retriever/``) and an X-KDE model into ``dest`` with a manifest (commands,
     seed, build key, sha256 per file). The model's recorded ``xke_world_dir`` (a path of the build machine)
@@ -141,7 +148,7 @@ def pack(world_dir: str | Path, xkde_dir: str | Path, dest: str | Path = SHIPPED
     cfg_f.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     card = dest / "xkde" / "README.md"
     if card.exists():    # the model card names the world by the build machine's path: W, as in COMMANDS
-        card.write_text(re.sub(r"world:[^\s`]+", "world:W", card.read_text(encoding="utf-8")), encoding="utf-8")
+        card.write_text(portable_card(card.read_text(encoding="utf-8")), encoding="utf-8")
     files = {rel: hash_path(dest / rel) for _, rel in pairs}
     manifest = {"what": "xke demo artifacts: the tiny toy world, its retriever, an X-KDE-trained model of it",
                 "preset": build["preset"], "seed": build["seed"], "world_key": build["key"],
