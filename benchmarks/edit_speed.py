@@ -13,6 +13,9 @@ Same work as EasyEdit's defaults (its ``hparams/<METHOD>/llama-7b.yaml`` and cod
 - PMET: 20 steps, 6 rewrite prompts + 1 KL prompt;
 - FT-L, FT-M: 25 steps on the one prompt.
 
+With ``--compare-full``, FT-L and FT-M are also timed as EasyEdit's own loop runs them (:func:`naive_ft`,
+run here in the same process): the in-run reference, independent of the machine's speed.
+
 Early stopping per request as in the originals (loss < 5e-2; FT: 1e-2). EasyEdit generates its
 prefixes with the model; here fixed strings of the same token lengths are used (the byte tokenizer of
 the random model: one token per byte). Ratios are xke ÷ EasyEdit per edit (target ≤ 0.33); MEMIT/AlphaEdit batch 1000
@@ -142,15 +145,19 @@ def time_single(name, model, tok, fmt, reqs, corpus, n_single, **extra):
     return tot
 
 
-def naive_ft_l(model, tok, fmt, req, steps: int = 25, lr: float = 5e-4, norm: float = 5e-4) -> None:
-    """FT-L as EasyEdit's loop runs it (in-run reference): every step a full forward of the whole
-    model on the prompt with logits at every position, the target's mean NLL at the prompt's last
-    token, backward through the whole model, Adam on layer 1's MLP output projection, L∞ clamp."""
+def naive_ft(model, tok, fmt, req, objective: str = "prompt_last", steps: int = 25, lr: float = 5e-4,
+             norm: float | None = 5e-4) -> None:
+    """FT as EasyEdit's loop (``easyeditor/models/ft/ft_main.py``) runs it: the in-run reference. Every
+    step a full forward of the whole model with logits at every position; FT-L (``prompt_last``): the
+    target's mean NLL at the prompt's last token, on the prompt alone; FT-M (``target``): prompt + target,
+    cross-entropy on the target tokens; backward through the whole model, Adam on layer 1's MLP output
+    projection, then (FT-L) the L∞ clamp."""
     from xke.models.architectures import arch_spec, get_module
     from xke.models.prompts import encode_prompt_target
 
     p, t = encode_prompt_target(tok, fmt.format(req.prompt, req.style), req.target_new, req.lang)
-    ids, tgt = torch.tensor([p]), torch.tensor(t)
+    ids = torch.tensor([p if objective == "prompt_last" else p + t])
+    tgt = torch.tensor(t)
     w = get_module(model, arch_spec(model).mlp_out.format(min(1, len(model.model.layers) - 2))).weight
     w0 = w.detach().clone()
     with torch.enable_grad():
@@ -158,15 +165,23 @@ def naive_ft_l(model, tok, fmt, req, steps: int = 25, lr: float = 5e-4, norm: fl
         opt = torch.optim.Adam([w], lr=lr)
         for _ in range(steps):
             logits = model(input_ids=ids).logits          # full logits, every position
-            loss = -torch.log_softmax(logits[0, -1], -1)[tgt].mean()
+            if objective == "prompt_last":
+                loss = -torch.log_softmax(logits[0, -1], -1)[tgt].mean()
+            else:
+                loss = torch.nn.functional.cross_entropy(logits[0, len(p) - 1:-1], tgt)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            with torch.no_grad():
-                w.copy_(torch.clamp(w, w0 - norm, w0 + norm))
+            if norm is not None:
+                with torch.no_grad():
+                    w.copy_(torch.clamp(w, w0 - norm, w0 + norm))
         w.requires_grad_(False)
     with torch.no_grad():
         w.copy_(w0)
+
+
+#: the naive loop's arguments per FT method (EasyEdit's FT-L and FT-M objectives and constraints)
+NAIVE = {"ft-l": dict(objective="prompt_last", norm=5e-4), "ft-m": dict(objective="target", norm=None)}
 
 
 def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=False, batch_steps=None,
@@ -183,12 +198,13 @@ def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=Fals
         per = tot / n_single
         rows[(name, 1)] = per
         print(f"{name:10s} {'single':12s} {tot:12.2f} {per:9.3f} {EASYEDIT[name]:16.2f} {per / EASYEDIT[name]:7.3f}")
-        if name == "ft-l" and compare_full:
+        if name in NAIVE and compare_full:
             for p in model.parameters():
                 p.requires_grad_(False)
-            naive_ft_l(model, tok, fmt, reqs[0])       # warm-up
-            nt, _ = timed(lambda: [naive_ft_l(model, tok, fmt, r) for r in reqs[1:n_single + 1]])
-            print(f"{'ft-l':10s} {'naive loop':12s} {nt:12.2f} {nt / n_single:9.3f} {'':16s} {'':7s}"
+            naive_ft(model, tok, fmt, reqs[0], **NAIVE[name])       # warm-up
+            nt, _ = timed(lambda: [naive_ft(model, tok, fmt, r, **NAIVE[name]) for r in reqs[1:n_single + 1]])
+            rows[(name, "naive")] = nt / n_single
+            print(f"{name:10s} {'naive loop':12s} {nt:12.2f} {nt / n_single:9.3f} {'':16s} {'':7s}"
                   f"  EasyEdit's loop run here; xke / naive = {per / (nt / n_single):.2f}")
         if compare_full:
             # the same edits with a full forward pass at every step (no cached stream / prefix keys): the

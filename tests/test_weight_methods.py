@@ -332,3 +332,29 @@ def test_alphaedit_update_is_eq15():
     got = alphaedit_update(K, R, P, P @ Kp @ Kp.T, alpha)
     torch.testing.assert_close(got, literal, atol=1e-5, rtol=1e-5)
     assert torch.allclose(got @ (torch.eye(d, dtype=torch.float64) - P), torch.zeros(dout, d, dtype=torch.float64), atol=1e-5)
+
+
+def test_head_logits_equal_the_head_and_follow_weight_changes():
+    """The FT loss's LM head (a column-major copy of W on CPU) gives the head's logits and gradients, and a
+    changed head weight (in place, e.g. an edit of tied embeddings) is seen at the next call."""
+    from xke.methods.weight.hooks import head_logits
+
+    class LM(torch.nn.Module):
+        def __init__(self, bias):
+            super().__init__()
+            self.head = torch.nn.Linear(16, 50, bias=bias)
+
+        def get_output_embeddings(self):
+            return self.head
+
+    torch.manual_seed(0)
+    for bias in (False, True):
+        lm = LM(bias)
+        h = torch.randn(3, 16, requires_grad=True)
+        got, want = head_logits(lm)(h), lm.head(h)
+        torch.testing.assert_close(got, want)
+        g = torch.randn(3, 50)
+        torch.testing.assert_close(torch.autograd.grad(got, h, g)[0], torch.autograd.grad(want, h, g)[0])
+        with torch.no_grad():
+            lm.head.weight.mul_(2.0)
+        torch.testing.assert_close(head_logits(lm)(h), lm.head(h))

@@ -31,7 +31,7 @@ from ..models.architectures import num_layers
 from ..models.prompts import encode_prompt_target
 from .base import EditHandle, EditMethod, MethodConfig, WeightSnapshot, register_method
 from .weight.common import module_for_layer
-from .weight.hooks import frozen, last_mlp_only_at
+from .weight.hooks import frozen, head_logits, last_mlp_only_at
 from .weight.targets import Seq, pad_batch, pad_id_of
 
 
@@ -106,7 +106,7 @@ class _FineTune(EditMethod):
         weights = [params[n] for n in names]
         dev = weights[0].device
         pad = pad_id_of(self.tokenizer)
-        base, head = self.model.base_model, self.model.get_output_embeddings()
+        base, head = self.model.base_model, head_logits(self.model)
         bs = c.batch_size or len(seqs)
         ids_all, mask_all = pad_batch(seqs, pad, dev)
         start = self._resume(mods, ids_all, mask_all)

@@ -268,6 +268,34 @@ class LayerReplay:
         return self.norm(hidden)
 
 
+_HEADS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, torch.Tensor]]" = weakref.WeakKeyDictionary()
+#: largest LM head (bytes) given a column-major copy on CPU
+HEAD_COPY_MAX_BYTES = 256 << 20
+
+
+def head_logits(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's LM head as a function of hidden states ``h`` [..., d]: the logits ``h Wᵀ + b``.
+
+    For a plain ``nn.Linear`` head on CPU (of at most :data:`HEAD_COPY_MAX_BYTES`) the product runs on a
+    column-major copy of ``W`` made once per model and weight version: on CPU a product with a few rows
+    (FT reads one position per prompt) is 2-3× faster from ``Wᵀ`` stored contiguously, forward and
+    backward (``benchmarks/edit_speed.py``). Same values up to float rounding. Otherwise: the module.
+    """
+    head = model.get_output_embeddings()
+    w = getattr(head, "weight", None)
+    if type(head) is not torch.nn.Linear or w is None or w.device.type != "cpu" \
+            or w.numel() * w.element_size() > HEAD_COPY_MAX_BYTES:
+        return head
+    key = (w.data_ptr(), w._version, w.dtype, tuple(w.shape))
+    hit = _HEADS.get(model)
+    if hit is None or hit[0] != key:
+        hit = _HEADS[model] = (key, w.detach().t().contiguous())
+    w_t, bias = hit[1], head.bias
+    if bias is None:
+        return lambda h: h @ w_t
+    return lambda h: h @ w_t + bias
+
+
 _TENSOR_LAYERS: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
 
 
