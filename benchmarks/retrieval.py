@@ -95,11 +95,11 @@ def main(argv=None) -> int:
         queries = [edits[i].prompt for i in qi]
         enc.encode(queries[:10])  # warm up
         # faiss HNSW path (memory ≥ faiss_min)
-        lat, hits = [], 0
+        lat = []
         r.index.index.search(enc.encode(queries[:1]), 1)  # builds the graph
         for q in queries:
             t = time.perf_counter()
-            h = r.scores([q], 1)
+            r.scores([q], 1)
             lat.append(time.perf_counter() - t)
         approx_top = [h[0][0][0] if h and h[0] else None for h in (r.scores([q], 1) for q in queries)]
         c0 = time.process_time()

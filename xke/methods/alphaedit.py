@@ -109,11 +109,11 @@ class AlphaEdit(MEMIT):
         handle = _AlphaHandle(self.model, [f"{m}.weight" for m in plan.mods], self.preserved)
         if not requests:
             return handle
-        l2 = self.config.l2
+        l2, rewrite = self.config.l2, self.rewrite_seqs(requests)
         spread_edit(self, requests, plan,
-                    lambda mod, K, R: alphaedit_update(K, R, P[mod].to(K.device), self.preserved.pkkt.get(mod), l2))
+                    lambda mod, K, R: alphaedit_update(K, R, P[mod].to(K.device), self.preserved.pkkt.get(mod), l2),
+                    rewrite)
         # the batch's keys under the edited weights join the preserved set (as the authors recompute them)
-        rewrite = self.rewrite_seqs(requests)
         g = gather_at_subject(self.model, self.tokenizer, rewrite, inputs=plan.mods)
         for m in plan.mods:
             K = request_keys(g[(m, "in")], rewrite, len(requests), self.config.key_grouping).double()

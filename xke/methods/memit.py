@@ -22,7 +22,7 @@ import torch
 from ..data.schema import EditRequest
 from .base import EditHandle, register_method
 from .weight.common import LocateConfig, LocateEditMethod
-from .weight.targets import TargetOptions, gather_at_subject, optimise_targets, request_keys
+from .weight.targets import Seq, TargetOptions, gather_at_subject, optimise_targets, request_keys
 from .weight.update import add_to_weight, memit_update
 
 
@@ -60,17 +60,19 @@ class SpreadPlan:
 Solve = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def spread_edit(method: LocateEditMethod, requests: list[EditRequest], plan: SpreadPlan, solve: Solve
-                ) -> dict[str, torch.Tensor]:
+def spread_edit(method: LocateEditMethod, requests: list[EditRequest], plan: SpreadPlan, solve: Solve,
+                rewrite: list[Seq] | None = None) -> dict[str, torch.Tensor]:
     """MEMIT's edit (Meng et al., 2023, Alg. 1) of ``requests`` into ``plan.mods``, in place.
 
     Target vectors ``z_i = h_i + δ_i`` for all requests in one optimisation (eq. 16); then per layer, in
     increasing order, the keys ``K`` (recomputed after the previous layers were edited), the residual
     ``R = (z − h) / (layers left) ** p`` and ``ΔW = solve(module, Kᵀ, Rᵀ)`` added to the weight. Returns the
-    keys ``K`` [n, d_in] used per module.
+    keys ``K`` [n, d_in] used per module. ``rewrite``: the requests' rewrite sequences, if the caller
+    has them already (``method.rewrite_seqs(requests)``).
     """
     model, tok = method.model, method.tokenizer
-    rewrite, kl = method.rewrite_seqs(requests), method.kl_seqs(requests)
+    rewrite = method.rewrite_seqs(requests) if rewrite is None else rewrite
+    kl = method.kl_seqs(requests)
     n = len(requests)
     first_of: dict[int, int] = {}
     for i, s in enumerate(rewrite):

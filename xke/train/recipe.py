@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from ..config import from_dict, load_preset, read_yaml
 from ..data.languages import parse_langs
-from ..errors import ConfigError, XkeError
+from ..errors import XkeError
 from .llm import LLMConfig
 from .sampling import SamplingConfig
 from .scorers import ScorerConfig
@@ -245,7 +244,7 @@ def write_model_card(out: Path, *, model: str, sources: Sequence[str], cfg: Reci
                      ) -> Path:
     from ..prompts import XKDE_TEMPLATE
 
-    lines = [f"# X-KDE model trained with xke", "",
+    lines = ["# X-KDE model trained with xke", "",
              f"- base model: `{model}`", f"- sources: {', '.join(f'`{s}`' for s in sources)}",
              f"- languages: {', '.join(cfg.data.langs)}",
              f"- recipe: XE-IT (SFT, answer-only loss) then TL-PO ({cfg.tlpo.algo.upper()}, beta {cfg.tlpo.beta})",

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..config import from_dict, load_preset
 from ..data.languages import parse_langs
-from ..errors import ConfigError, XkeError
+from ..errors import XkeError
 from ..paths import cache_dir
 
 #: bump when the generator, corpus or training changes in a way that changes the output
@@ -181,8 +181,8 @@ def _build_into(d: Path, cfg: WorldConfig, seed: int, preset: str, key: str, thr
     import numpy as np
     import torch
 
-    from .corpus import CorpusMix, corpus_lines, epoch_examples, reading_eval_items, tokenizer_training_text
-    from .pretrain import build_model, count_params, exact_match, train
+    from .corpus import CorpusMix, corpus_lines, epoch_examples, tokenizer_training_text
+    from .pretrain import build_model, count_params, train
     from .tokenizer import train_tokenizer
     from .world import generate_world
 

@@ -50,7 +50,6 @@ from .hooks import (add_at_positions, capture, frozen, hooked, last_mlp_only_at,
                     resume_at, stop_when_seen)
 from .subject import subject_last_token
 
-DEFAULT_PREFIXES = {"default": [""]}
 DEFAULT_KL = {"default": "{} is a", "zh": "{}是", "ja": "{}は", "de": "{} ist ein", "fr": "{} est un"}
 
 
