@@ -63,12 +63,16 @@ def rome_update(u: torch.Tensor, k: torch.Tensor, v_star: torch.Tensor, Wk: torc
     return torch.outer(right, u)
 
 
-def nullspace_projector(C: torch.Tensor, threshold: float, relative: bool = False) -> torch.Tensor:
+def nullspace_projector(C: torch.Tensor, threshold: float, relative: bool = False,
+                        fraction: float | None = None) -> torch.Tensor:
     """``P = Û Ûᵀ`` with ``Û`` the eigenvectors of ``C`` whose eigenvalues are below ``threshold``
-    (times the largest eigenvalue when ``relative``)."""
-    U, S, _ = torch.linalg.svd(C.double())
-    thr = threshold * float(S.max()) if relative else threshold
-    Uh = U[:, S < thr]
+    (times the largest eigenvalue when ``relative``), or, with ``fraction``, the eigenvectors of the
+    ``round(fraction · d)`` smallest eigenvalues."""
+    U, S, _ = torch.linalg.svd(C.double())      # S in descending order
+    if fraction is not None:
+        Uh = U[:, len(S) - int(round(fraction * len(S))):]
+    else:
+        Uh = U[:, S < (threshold * float(S.max()) if relative else threshold)]
     return (Uh @ Uh.T).float()
 
 
