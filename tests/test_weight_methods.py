@@ -360,13 +360,16 @@ def test_head_logits_equal_the_head_and_follow_weight_changes():
         torch.testing.assert_close(head_logits(lm)(h), lm.head(h))
 
 
-def test_nullspace_fraction_keeps_the_smallest_eigen_directions():
-    """``nullspace_fraction`` spans P with the eigenvectors of the smallest eigenvalues, in their share."""
+def test_nullspace_min_fraction_keeps_the_smallest_eigen_directions():
+    """The null space: eigenvalues below the threshold (eq. 9-10), and at least ``min_fraction`` of the
+    directions, those of the smallest eigenvalues."""
     from xke.methods.weight.update import nullspace_projector
 
     Q, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
     C = Q @ torch.diag(torch.tensor([9.0, 5.0, 3.0, 1.0, 0.1, 0.01], dtype=torch.float64)) @ Q.T
-    P = nullspace_projector(C, 1.0, fraction=0.5).double()
-    want = Q[:, 3:] @ Q[:, 3:].T                       # eigenvalues 1, 0.1, 0.01
-    torch.testing.assert_close(P, want, atol=1e-6, rtol=0)
-    torch.testing.assert_close(nullspace_projector(C, 2.0).double(), want, atol=1e-6, rtol=0)  # threshold 2: same
+    span = lambda k: Q[:, 6 - k:] @ Q[:, 6 - k:].T   # noqa: E731  (the k smallest eigenvalues)
+    torch.testing.assert_close(nullspace_projector(C, 2.0).double(), span(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(nullspace_projector(C, 0.05).double(), span(1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(nullspace_projector(C, 0.05, min_fraction=0.5).double(), span(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(nullspace_projector(C, 2.0, min_fraction=0.3).double(), span(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(nullspace_projector(C, 0.5, relative=True).double(), span(4), atol=1e-6, rtol=0)

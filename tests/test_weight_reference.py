@@ -86,7 +86,7 @@ def test_delta_is_bounded_by_the_vector_it_is_added_to(wm, name, bound):
     lm, fmt, cases = wm
     m = provided_method(name, lm.model, lm.tokenizer, fmt,
                      overrides={"layers": [0], "clamp_norm_factor": 0.05, "v_steps": 15, "progress": False,
-                                "mom2_n_samples": 200})
+                                "mom2_n_samples": 200, **({"delta_bound": "residual"} if name == "memit" else {})})
     req = cases[1].request("en")
     rw, kl = m.rewrite_seqs([req]), m.kl_seqs([req])
     site = m.mlp_out(0)
@@ -104,8 +104,20 @@ def test_old_mlp_output_bound_is_an_option(wm):
     m = provided_method("memit", lm.model, lm.tokenizer, fmt,
                      overrides={"layers": [0], "delta_bound": "mlp_output", "progress": False})
     assert m.plan().options.norm_modules == {}
-    m2 = provided_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers": [0], "progress": False})
+    m2 = provided_method("memit", lm.model, lm.tokenizer, fmt,
+                         overrides={"layers": [0], "delta_bound": "residual", "progress": False})
     assert m2.plan().options.norm_modules == {m2.mlp_out(0): m2.layer_module(0)}
+    # the reference's bound is the default, and no real-model preset changes it (only the toy worlds' does)
+    from pathlib import Path
+
+    import yaml
+
+    from xke.methods.memit import MEMITConfig
+    assert MEMITConfig().delta_bound == "residual"
+    presets = Path(__import__("xke").__file__).parent / "configs"
+    for f in list((presets / "memit").glob("*.yaml")) + list((presets / "alphaedit").glob("*.yaml")):
+        if f.stem != "world":
+            assert (yaml.safe_load(f.read_text()) or {}).get("delta_bound", "residual") == "residual", f
 
 
 def test_last_layer_as_target_layer_is_refused(wm):

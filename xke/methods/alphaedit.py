@@ -34,9 +34,9 @@ class AlphaEditConfig(MEMITConfig):
     nullspace_threshold: float = 2e-2
     #: threshold relative to C's largest eigenvalue instead of absolute
     nullspace_relative: bool = False
-    #: instead of a threshold: the null space is spanned by this fraction of C's eigenvectors, those of the
-    #: smallest eigenvalues (the same share of key directions in models whose spectra differ in shape)
-    nullspace_fraction: float | None = None
+    #: the null space holds at least this share of C's eigenvectors (those of the smallest eigenvalues),
+    #: whatever the threshold: a spectrum flatter than the threshold assumes leaves edits some room
+    nullspace_min_fraction: float = 0.0
     #: α, the ridge term of eq. 15
     l2: float = 10.0
 
@@ -46,8 +46,8 @@ class AlphaEditConfig(MEMITConfig):
             raise ValueError("AlphaEdit needs the key statistics (mom2_adjustment: true) for its null space")
         if self.nullspace_threshold <= 0 or self.l2 < 0:
             raise ValueError("nullspace_threshold must be > 0 and l2 >= 0")
-        if self.nullspace_fraction is not None and not 0 < self.nullspace_fraction < 1:
-            raise ValueError(f"nullspace_fraction must be in (0, 1) (or null), got {self.nullspace_fraction}")
+        if not 0 <= self.nullspace_min_fraction < 1:
+            raise ValueError(f"nullspace_min_fraction must be in [0, 1), got {self.nullspace_min_fraction}")
 
 
 class PreservedKeys:
@@ -91,21 +91,20 @@ class AlphaEdit(MEMIT):
             from safetensors.torch import load_file, save_file
             c = self.config
             h = hashlib.sha256(C.float().cpu().numpy().tobytes())
-            h.update(f"{c.nullspace_threshold}|{c.nullspace_relative}|{c.nullspace_fraction}|{module}".encode())
+            h.update(f"{c.nullspace_threshold}|{c.nullspace_relative}|{c.nullspace_min_fraction}|{module}".encode())
             f = cache_dir("nullspace", h.hexdigest()[:24]) / "P.safetensors"
             if f.exists():
                 P = load_file(str(f))["P"]
             else:
-                P = nullspace_projector(C, c.nullspace_threshold, c.nullspace_relative, c.nullspace_fraction)
+                P = nullspace_projector(C, c.nullspace_threshold, c.nullspace_relative, c.nullspace_min_fraction)
                 save_file({"P": P.contiguous()}, str(f))
             rank = int(round(float(P.double().trace())))
             if rank == 0:
-                what = (f"nullspace_fraction={c.nullspace_fraction} of {C.shape[0]} directions is none"
-                        if c.nullspace_fraction is not None else
-                        f"no eigenvalue of the key second moment of {module} is below nullspace_threshold="
-                        f"{c.nullspace_threshold}{' x the largest' if c.nullspace_relative else ''}")
-                raise ConfigError(f"alphaedit: {what}: the null space is empty, so every edit would be projected "
-                                  "to zero. Raise nullspace_threshold (or nullspace_fraction).")
+                raise ConfigError(
+                    f"alphaedit: no eigenvalue of the key second moment of {module} is below nullspace_threshold="
+                    f"{c.nullspace_threshold}{' x the largest' if c.nullspace_relative else ''}: the null space is "
+                    f"empty, so every edit would be projected to zero. Raise nullspace_threshold (or set "
+                    f"nullspace_min_fraction).")
             self._P[module] = P
         return self._P[module]
 

@@ -64,15 +64,14 @@ def rome_update(u: torch.Tensor, k: torch.Tensor, v_star: torch.Tensor, Wk: torc
 
 
 def nullspace_projector(C: torch.Tensor, threshold: float, relative: bool = False,
-                        fraction: float | None = None) -> torch.Tensor:
+                        min_fraction: float = 0.0) -> torch.Tensor:
     """``P = Û Ûᵀ`` with ``Û`` the eigenvectors of ``C`` whose eigenvalues are below ``threshold``
-    (times the largest eigenvalue when ``relative``), or, with ``fraction``, the eigenvectors of the
-    ``round(fraction · d)`` smallest eigenvalues."""
+    (AlphaEdit eq. 9–10; times the largest eigenvalue when ``relative``), and never fewer than
+    ``round(min_fraction · d)`` of them: those of the smallest eigenvalues."""
     U, S, _ = torch.linalg.svd(C.double())      # S in descending order
-    if fraction is not None:
-        Uh = U[:, len(S) - int(round(fraction * len(S))):]
-    else:
-        Uh = U[:, S < (threshold * float(S.max()) if relative else threshold)]
+    below = int((S < (threshold * float(S.max()) if relative else threshold)).sum())
+    k = max(below, int(round(min_fraction * len(S))))
+    Uh = U[:, len(S) - k:]
     return (Uh @ Uh.T).float()
 
 
