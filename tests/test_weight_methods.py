@@ -196,7 +196,8 @@ def test_one_layer_memit_is_rome_up_to_a_scale(wm):
 def test_alphaedit_empty_null_space_is_a_clear_error(wm):
     """A threshold below every eigenvalue of C leaves no null space: edits would silently be no-ops."""
     lm, fmt, cases = wm
-    ov = dict(overrides("alphaedit", lm.model), nullspace_threshold=1e-9, nullspace_relative=True)
+    ov = dict(overrides("alphaedit", lm.model), nullspace_threshold=1e-9, nullspace_relative=True,
+              nullspace_min_fraction=0.0)
     m = provided_method("alphaedit", lm.model, lm.tokenizer, fmt, overrides=ov)
     with pytest.raises(ConfigError, match="null space is empty"):
         m.apply([cases[0].request("en")])
