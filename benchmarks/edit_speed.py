@@ -14,7 +14,9 @@ Same work as EasyEdit's defaults (its ``hparams/<METHOD>/llama-7b.yaml`` and cod
 - FT-L, FT-M: 25 steps on the one prompt.
 
 With ``--compare-full``, FT-L and FT-M are also timed as EasyEdit's own loop runs them (:func:`naive_ft`,
-run here in the same process): the in-run reference, independent of the machine's speed.
+run here in the same process, ``benchmarks/easyedit_ft.py``): the in-run reference, independent of the machine's speed; and the time
+xke's matrix products alone take (:func:`matmul_seconds`): the floor of the same edits, which no change
+around the products can go below.
 
 Early stopping per request as in the originals (loss < 5e-2; FT: 1e-2). EasyEdit generates its
 prefixes with the model; here fixed strings of the same token lengths are used (the byte tokenizer of
@@ -42,6 +44,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import sys  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's xke, installed or not
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
@@ -50,6 +53,8 @@ torch.set_num_threads(1)
 from xke.data.schema import EditRequest  # noqa: E402
 from xke.models.prompts import PromptFormatter  # noqa: E402
 from xke.world.provider import provided_method  # noqa: E402
+
+from easyedit_ft import execute_ft  # noqa: E402
 
 #: EasyEdit's seconds per edit on that model (CPU, one thread; MEMIT batch of 20: EASYEDIT_MEMIT_B20 s in all)
 EASYEDIT = {"rome": 4.2, "memit": 1.8, "alphaedit": 2.2, "pmet": 1.8, "ft-l": 0.35, "ft-m": 0.38}
@@ -145,43 +150,29 @@ def time_single(name, model, tok, fmt, reqs, corpus, n_single, **extra):
     return tot
 
 
-def naive_ft(model, tok, fmt, req, objective: str = "prompt_last", steps: int = 25, lr: float = 5e-4,
-             norm: float | None = 5e-4) -> None:
-    """FT as EasyEdit's loop (``easyeditor/models/ft/ft_main.py``) runs it: the in-run reference. Every
-    step a full forward of the whole model with logits at every position; FT-L (``prompt_last``): the
-    target's mean NLL at the prompt's last token, on the prompt alone; FT-M (``target``): prompt + target,
-    cross-entropy on the target tokens; backward through the whole model, Adam on layer 1's MLP output
-    projection, then (FT-L) the L∞ clamp."""
-    from xke.models.architectures import arch_spec, get_module
-    from xke.models.prompts import encode_prompt_target
+#: the matrix-product kernels (their self time is the floor of a step's work)
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
-    p, t = encode_prompt_target(tok, fmt.format(req.prompt, req.style), req.target_new, req.lang)
-    ids = torch.tensor([p if objective == "prompt_last" else p + t])
-    tgt = torch.tensor(t)
-    w = get_module(model, arch_spec(model).mlp_out.format(min(1, len(model.model.layers) - 2))).weight
-    w0 = w.detach().clone()
-    with torch.enable_grad():
-        w.requires_grad_(True)
-        opt = torch.optim.Adam([w], lr=lr)
-        for _ in range(steps):
-            logits = model(input_ids=ids).logits          # full logits, every position
-            if objective == "prompt_last":
-                loss = -torch.log_softmax(logits[0, -1], -1)[tgt].mean()
-            else:
-                loss = torch.nn.functional.cross_entropy(logits[0, len(p) - 1:-1], tgt)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if norm is not None:
-                with torch.no_grad():
-                    w.copy_(torch.clamp(w, w0 - norm, w0 + norm))
-        w.requires_grad_(False)
-    with torch.no_grad():
-        w.copy_(w0)
+
+def matmul_seconds(fn) -> float:
+    """CPU seconds spent inside matrix-product kernels while ``fn()`` runs (torch profiler, self time):
+    what the edits would cost with every other operation free."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6
 
 
 #: the naive loop's arguments per FT method (EasyEdit's FT-L and FT-M objectives and constraints)
-NAIVE = {"ft-l": dict(objective="prompt_last", norm=5e-4), "ft-m": dict(objective="target", norm=None)}
+NAIVE = {"ft-l": dict(objective="prompt_last", norm=5e-4), "ft-m": dict(objective="target_new", norm=None)}
+
+
+def naive_ft(model, tok, fmt, req, **kw) -> None:
+    """One edit as EasyEdit's FT loop makes it (:func:`easyedit_ft.execute_ft`) at the layer FT edits here."""
+    layer = overrides("ft-l", model, None)["layers"][0]
+    execute_ft(model, tok, fmt.format(req.prompt, req.style), req.target_new, req.lang, layer=layer,
+               steps=STEPS["ft-l"], **kw)
 
 
 def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=False, batch_steps=None,
@@ -206,6 +197,10 @@ def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=Fals
             rows[(name, "naive")] = nt / n_single
             print(f"{name:10s} {'naive loop':12s} {nt:12.2f} {nt / n_single:9.3f} {'':16s} {'':7s}"
                   f"  EasyEdit's loop run here; xke / naive = {per / (nt / n_single):.2f}")
+            mm = matmul_seconds(lambda: [m.apply([r]).restore() for r in reqs[1:n_single + 1]]) / n_single
+            rows[(name, "matmul")] = mm
+            print(f"{name:10s} {'matmuls':12s} {mm * n_single:12.2f} {mm:9.3f} {'':16s} {'':7s}"
+                  f"  xke's matrix products alone (profiler); / naive = {mm / (nt / n_single):.2f}")
         if compare_full:
             # the same edits with a full forward pass at every step (no cached stream / prefix keys): the
             # in-run speed-up of the caching, independent of how loaded the machine is

@@ -182,3 +182,67 @@ def test_layers_by_depth_picks_the_layers_for_this_model(wm):
     assert m.config.layers == [0]
     with pytest.raises(ConfigError, match="increasing"):
         provided_method("memit", lm.model, lm.tokenizer, fmt, overrides={"layers_by_depth": {n: [1, 0]}})
+
+
+# --- FT-L / FT-M against EasyEdit's loop ----------------------------------------------------------
+
+def _easyedit_execute_ft():
+    """``benchmarks/easyedit_ft.py``: EasyEdit's ``execute_ft`` step for step (its control flow and tensor
+    operations, on xke's target ids)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "easyedit_ft.py"
+    spec = importlib.util.spec_from_file_location("easyedit_ft", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.execute_ft
+
+
+@pytest.mark.parametrize("name,objective,steps", [("ft-l", "prompt_last", 8), ("ft-m", "target_new", 25)])
+def test_fine_tuning_deltas_equal_easyedits_loop(wm, name, objective, steps):
+    """One edit: xke's FT-L / FT-M change the weight as EasyEdit's loop does (same objective, L∞ clamp,
+    Adam, and stopping rule: no step once the loss is below ``stop_loss``). FT-M on the trained toy model
+    stops early, so the stopping rule is exercised."""
+    lm, fmt, cases = wm
+    execute_ft = _easyedit_execute_ft()
+    m = provided_method(name, lm.model, lm.tokenizer, fmt, overrides={"layers": [0], "steps": steps})
+    c = m.config
+    stopped = []
+    for case in cases[:3]:
+        req = case.request("en")
+        text = fmt.format(req.prompt, req.style)
+        ref = execute_ft(lm.model, lm.tokenizer, text, req.target_new, req.lang, layer=0, objective=objective,
+                         steps=steps, lr=c.lr, weight_decay=c.weight_decay, norm=c.norm_constraint,
+                         stop_loss=c.stop_loss)
+        h = m.apply([req])
+        ours = h.deltas()
+        h.restore()
+        assert ours.keys() == ref.keys()
+        for k in ref:
+            scale = float(ref[k].abs().max())
+            assert scale > 0, f"{name}: the reference loop changed nothing"
+            assert torch.allclose(ours[k], ref[k], atol=1e-3 * scale, rtol=0), \
+                f"{name} {case.case_id}: max |Δ_xke − Δ_EasyEdit| {float((ours[k] - ref[k]).abs().max()):.3g} of {scale:.3g}"
+        stopped.append(_steps_taken(lm, fmt, req, execute_ft, objective, steps, c))
+    if name == "ft-m":
+        assert any(s < steps for s in stopped), f"FT-M never stopped early ({stopped}): the stopping rule is untested"
+
+
+def _steps_taken(lm, fmt, req, execute_ft, objective, steps, c):
+    """How many Adam steps EasyEdit's loop takes on ``req`` (counted through the optimizer)."""
+    count = [0]
+    orig = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        count[0] += 1
+        return orig(self, *a, **k)
+
+    torch.optim.Adam.step = step
+    try:
+        execute_ft(lm.model, lm.tokenizer, fmt.format(req.prompt, req.style), req.target_new, req.lang, layer=0,
+                   objective=objective, steps=steps, lr=c.lr, weight_decay=c.weight_decay, norm=c.norm_constraint,
+                   stop_loss=c.stop_loss)
+    finally:
+        torch.optim.Adam.step = orig
+    return count[0]

@@ -11,6 +11,10 @@ computed from each sequence's own length, so no left-padding index errors.
 - **FT-M** (``objective: target``): teacher-forced cross-entropy on the target tokens only (the prompt
   is masked out of the loss); no norm constraint by default.
 
+Each step, as EasyEdit's ``execute_ft``: a mini-batch whose loss is already below ``stop_loss`` takes no
+Adam step, and the loop ends once the mean loss over all requests is below it
+(``tests/test_weight_reference.py`` holds the deltas to that loop, ``benchmarks/easyedit_ft.py``).
+
 Where xke deliberately differs from EasyEdit's FT: the target is joined to the prompt exactly as
 evaluation joins it (no space hard-coded before every target, which is wrong for zh/ja/th), and the
 BOS token is never a target token (EasyEdit tokenizes the target on its own, BOS included, and trains
@@ -134,16 +138,19 @@ class _FineTune(EditMethod):
                     with (last_mlp_only_at(self.model, rows, pos) if sparse_last else nullcontext()):
                         hidden = start(b0, b0 + len(part), T, lambda: base(input_ids=ids, attention_mask=mask,
                                                                             use_cache=False)[0])
-                    loss = self._loss(part, hidden[rows, pos], head, lab, owner) * (len(part) / len(seqs))
+                    loss = self._loss(part, hidden[rows, pos], head, lab, owner)
+                    value = float(loss.detach())
+                    total += value * len(part) / len(seqs)
+                    if value < c.stop_loss:     # as EasyEdit: a mini-batch already below it takes no step
+                        continue
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     for w, m in zip(weights, masters):
                         if m is not None:
                             m.grad, w.grad = w.grad.float(), None
                     opt.step()
-                    total += float(loss.detach())
                     _write_back(weights, masters, opt_params, bounds)
-                if total < c.stop_loss:
+                if total < c.stop_loss:     # the step's mean loss over all requests
                     break
             opt.zero_grad(set_to_none=True)
         return handle
