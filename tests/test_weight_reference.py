@@ -230,19 +230,15 @@ def test_fine_tuning_deltas_equal_easyedits_loop(wm, name, objective, steps):
 
 
 def _steps_taken(lm, fmt, req, execute_ft, objective, steps, c):
-    """How many Adam steps EasyEdit's loop takes on ``req`` (counted through the optimizer)."""
-    count = [0]
-    orig = torch.optim.Adam.step
+    """How many Adam steps EasyEdit's loop takes on ``req`` (counted by a global optimizer step hook)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    def step(self, *a, **k):
-        count[0] += 1
-        return orig(self, *a, **k)
-
-    torch.optim.Adam.step = step
+    count = []
+    handle = register_optimizer_step_post_hook(lambda opt, args, kwargs: count.append(1))
     try:
         execute_ft(lm.model, lm.tokenizer, fmt.format(req.prompt, req.style), req.target_new, req.lang, layer=0,
                    objective=objective, steps=steps, lr=c.lr, weight_decay=c.weight_decay, norm=c.norm_constraint,
                    stop_loss=c.stop_loss)
     finally:
-        torch.optim.Adam.step = orig
-    return count[0]
+        handle.remove()
+    return len(count)
