@@ -13,10 +13,10 @@ Same work as EasyEdit's defaults (its ``hparams/<METHOD>/llama-7b.yaml`` and cod
 - PMET: 20 steps, 6 rewrite prompts + 1 KL prompt;
 - FT-L, FT-M: 25 steps on the one prompt.
 
-With ``--compare-full``, FT-L and FT-M are also timed as EasyEdit's own loop runs them (:func:`naive_ft`,
-run here in the same process, ``benchmarks/easyedit_ft.py``): the in-run reference, independent of the machine's speed; and the time
-xke's matrix products alone take (:func:`matmul_seconds`): the floor of the same edits, which no change
-around the products can go below.
+With ``--compare-full``, FT-L and FT-M are also timed as EasyEdit's own loop runs them (:func:`naive_ft`:
+``benchmarks/easyedit_ft.py``, run here in the same process): the in-run reference, independent of the
+machine's speed; and the time xke's matrix products alone take (:func:`matmul_seconds`): the floor of
+the same edits, which no change around the products can go below.
 
 Early stopping per request as in the originals (loss < 5e-2; FT: 1e-2). EasyEdit generates its
 prefixes with the model; here fixed strings of the same token lengths are used (the byte tokenizer of
