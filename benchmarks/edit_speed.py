@@ -16,7 +16,8 @@ Same work as EasyEdit's defaults (its ``hparams/<METHOD>/llama-7b.yaml`` and cod
 With ``--compare-full``, FT-L and FT-M are also timed as EasyEdit's own loop runs them (:func:`naive_ft`:
 ``benchmarks/easyedit_ft.py``, run here in the same process): the in-run reference, independent of the
 machine's speed; and the time xke's matrix products alone take (:func:`matmul_seconds`): the floor of
-the same edits, which no change around the products can go below.
+the same edits, which no change around the products can go below; and both sides' arithmetic
+(:func:`flop_count`: torch's FLOP counter), which says the same independently of the machine.
 
 Early stopping per request as in the originals (loss < 5e-2; FT: 1e-2). EasyEdit generates its
 prefixes with the model; here fixed strings of the same token lengths are used (the byte tokenizer of
@@ -164,6 +165,18 @@ def matmul_seconds(fn) -> float:
     return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6
 
 
+def flop_count(fn) -> int:
+    """Floating-point operations of the matrix products and attention run by ``fn()``, as torch's own
+    ``FlopCounterMode`` counts them (2 per multiply-add; elementwise work is not counted). Independent of
+    the machine: xke's count ÷ the reference loop's is the ratio of the two sides' matrix-product time at
+    the same speed per FLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 #: the naive loop's arguments per FT method (EasyEdit's FT-L and FT-M objectives and constraints)
 NAIVE = {"ft-l": dict(objective="prompt_last", norm=5e-4), "ft-m": dict(objective="target_new", norm=None)}
 
@@ -201,6 +214,12 @@ def bench(model, tok, fmt, reqs, corpus, title, n_single, big, compare_full=Fals
             rows[(name, "matmul")] = mm
             print(f"{name:10s} {'matmuls':12s} {mm * n_single:12.2f} {mm:9.3f} {'':16s} {'':7s}"
                   f"  xke's matrix products alone (profiler); / naive = {mm / (nt / n_single):.2f}")
+            edits = reqs[1:n_single + 1]
+            fx = flop_count(lambda: [m.apply([r]).restore() for r in edits])
+            fn = flop_count(lambda: [naive_ft(model, tok, fmt, r, **NAIVE[name]) for r in edits])
+            rows[(name, "flops")] = fx / fn
+            print(f"{name:10s} {'GFLOP':12s} {fx / 1e9:12.2f} {fx / 1e9 / n_single:9.3f} {'':16s} {'':7s}"
+                  f"  xke's arithmetic; the naive loop's {fn / 1e9 / n_single:.3f} per edit: / naive = {fx / fn:.2f}")
         if compare_full:
             # the same edits with a full forward pass at every step (no cached stream / prefix keys): the
             # in-run speed-up of the caching, independent of how loaded the machine is
