@@ -17,7 +17,7 @@ With ``--compare-full``, FT-L and FT-M are also timed as EasyEdit's own loop run
 ``benchmarks/easyedit_ft.py``, run here in the same process): the in-run reference, independent of the
 machine's speed; and the time xke's matrix products alone take (:func:`matmul_seconds`): the floor of
 the same edits, which no change around the products can go below; and both sides' arithmetic
-(:func:`flop_count`: torch's FLOP counter), which says the same independently of the machine.
+(:func:`flop_count`: torch's FLOP counter), the share of the products that does not depend on the machine.
 
 Early stopping per request as in the originals (loss < 5e-2; FT: 1e-2). EasyEdit generates its
 prefixes with the model; here fixed strings of the same token lengths are used (the byte tokenizer of
