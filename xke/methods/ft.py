@@ -132,13 +132,13 @@ class _FineTune(EditMethod):
                        for b0 in range(0, len(seqs), bs)]    # fixed across steps: built once
             for _ in range(c.steps):
                 total = 0.0
-                for b0, part, (rows, pos, lab, owner) in batches:
+                for b0, part, (rows, pos, lab, owner, counts) in batches:
                     T = max(len(s.ids) for s in part)
                     ids, mask = ids_all[b0:b0 + bs, :T], mask_all[b0:b0 + bs, :T]
                     with (last_mlp_only_at(self.model, rows, pos) if sparse_last else nullcontext()):
                         hidden = start(b0, b0 + len(part), T, lambda: base(input_ids=ids, attention_mask=mask,
                                                                             use_cache=False)[0])
-                    loss = self._loss(part, hidden[rows, pos], head, lab, owner)
+                    loss = self._loss(part, hidden[rows, pos], head, lab, owner, counts)
                     value = float(loss.detach())
                     total += value * len(part) / len(seqs)
                     if value < c.stop_loss:     # as EasyEdit: a mini-batch already below it takes no step
@@ -193,9 +193,9 @@ class _FineTune(EditMethod):
         return forward
 
     def _read_positions(self, part: list[Seq], dev):
-        """``rows, positions, labels, owner`` of the tokens the loss reads: FT-L — each prompt's last
-        token (``labels`` = all target ids, ``owner`` their sequence); FT-M — the positions that predict
-        each target token."""
+        """``rows, positions, labels, owner, counts`` of the tokens the loss reads: FT-L — each prompt's
+        last token (``labels`` = all target ids, ``owner`` their sequence); FT-M — the positions that
+        predict each target token. ``counts``: labels per sequence (float), fixed across steps."""
         rows, pos, lab, owner = [], [], [], []
         for i, s in enumerate(part):
             if self.config.objective == "prompt_last":
@@ -205,16 +205,17 @@ class _FineTune(EditMethod):
                 for j, t in enumerate(s.target):
                     rows.append(i); pos.append(s.n_prompt - 1 + j); lab.append(t); owner.append(i)
         as_t = lambda x: torch.tensor(x, device=dev)  # noqa: E731
-        return as_t(rows), as_t(pos), as_t(lab), as_t(owner)
+        owner_t = as_t(owner)
+        return as_t(rows), as_t(pos), as_t(lab), owner_t, torch.bincount(owner_t, minlength=len(part)).float()
 
-    def _loss(self, part: list[Seq], hidden_read, head, lab, owner) -> torch.Tensor:
+    def _loss(self, part: list[Seq], hidden_read, head, lab, owner, counts) -> torch.Tensor:
         """Mean over sequences of the target's mean NLL: FT-L from each prompt's last token, FT-M teacher-forced."""
         logp = torch.log_softmax(head(hidden_read).float(), -1)
         # FT-L: one read token per sequence, whose row scores all its target ids; FT-M: one row per target id
         row = owner if self.config.objective == "prompt_last" else torch.arange(len(lab), device=lab.device)
         tok = -logp[row, lab]
         per = torch.zeros(len(part), device=lab.device).index_add(0, owner, tok)
-        per = per / torch.bincount(owner, minlength=len(part)).float()
+        per = per / counts
         return per.mean()
 
 

@@ -278,8 +278,9 @@ def head_logits(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor
 
     For a plain ``nn.Linear`` head on CPU (of at most :data:`HEAD_COPY_MAX_BYTES`) the product runs on a
     column-major copy of ``W`` made once per model and weight version: on CPU a product with a few rows
-    (FT reads one position per prompt) is 2-3× faster from ``Wᵀ`` stored contiguously, forward and
-    backward (``benchmarks/edit_speed.py``). Same values up to float rounding. Otherwise: the module.
+    (FT reads one position per prompt) is faster from ``Wᵀ`` stored contiguously (8000×256 head, one
+    thread: 1.6× forward and 1.7× backward at one row, 1.3× and 1.1× at seven). Same values up to float
+    rounding. Otherwise: the module.
     """
     head = model.get_output_embeddings()
     w = getattr(head, "weight", None)
